@@ -1,0 +1,1 @@
+"""AWS Batch support: configuration, job definitions, the monitor and (later) the launcher."""

@@ -1,0 +1,74 @@
+"""The one exception hierarchy of batchcrew.
+
+Every error the library raises on purpose derives from `BatchcrewError`; argument errors are
+plain `ValueError`/`TypeError` so they read as what they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchcrew.results import Result
+
+
+class BatchcrewError(Exception):
+    """Base class of the errors batchcrew raises.
+
+    Example:
+        >>> try:
+        ...     raise BatchcrewError("something went wrong")
+        ... except BatchcrewError as error:
+        ...     str(error)
+        'something went wrong'
+    """
+
+
+class TaskError(BatchcrewError):
+    """One or more tasks of a `map` did not succeed; `.results` holds every result.
+
+    Example:
+        >>> error = TaskError("1 of 3 tasks failed", [])
+        >>> error.results
+        []
+    """
+
+    def __init__(self, message: str, results: Sequence[Result]) -> None:
+        super().__init__(message)
+        self.results = list(results)
+
+
+class ProtocolError(BatchcrewError):
+    """A peer sent something that is not a valid batchcrew frame.
+
+    Example:
+        >>> str(ProtocolError("frame of 9 GB is over the limit"))
+        'frame of 9 GB is over the limit'
+    """
+
+
+class LaunchError(BatchcrewError):
+    """A launcher could not start or stop workers.
+
+    Example:
+        >>> str(LaunchError("python not found"))
+        'python not found'
+    """
+
+
+class AWSError(BatchcrewError):
+    """An AWS call failed; the message names the operation, the region and the resource.
+
+    Example:
+        >>> error = AWSError("SubmitJob", "us-east-1", "queue my-queue", "ClientException: no such queue")
+        >>> str(error)
+        'SubmitJob in us-east-1 on queue my-queue failed: ClientException: no such queue'
+    """
+
+    def __init__(self, operation: str, region: str, resource: str, reason: str) -> None:
+        super().__init__(f"{operation} in {region} on {resource} failed: {reason}")
+        self.operation = operation
+        self.region = region
+        self.resource = resource
+        self.reason = reason
