@@ -1,0 +1,87 @@
+"""The autoscaler: how many workers to launch, at which resource level, and when.
+
+A pure function of the scheduler's counts and the time; it never launches anything itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchcrew.scheduler import Counts
+
+SECONDS_BACKOFF_MAX = 30.0
+"""The longest pause between launch rounds after launches keep failing."""
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchOrder:
+    """Launch `count` workers at resource level `level`.
+
+    Example:
+        >>> LaunchOrder(level=0, count=4).count
+        4
+    """
+
+    level: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The autoscaler's settings.
+
+    Example:
+        >>> Policy(workers=4, seconds_interval=0.25).workers
+        4
+    """
+
+    workers: int
+    seconds_interval: float
+
+
+def seconds_until_round(policy: Policy, last_round: float | None, failures: int, now: float) -> float:
+    """Seconds to wait before the next launch round (0: a round may run now).
+
+    Rounds are at least `seconds_interval` apart, so a burst of pushes becomes one launch of
+    many workers (one AWS array job); after launches fail in a row the pause doubles, up to
+    `SECONDS_BACKOFF_MAX`.
+
+    Example:
+        >>> seconds_until_round(Policy(2, 1.0), last_round=None, failures=0, now=5.0)
+        0.0
+        >>> seconds_until_round(Policy(2, 1.0), last_round=4.5, failures=0, now=5.0)
+        0.5
+    """
+    if last_round is None:
+        return 0.0
+    pause = policy.seconds_interval
+    if failures:
+        pause = min(max(pause, 0.5) * 2 ** min(failures, 16), SECONDS_BACKOFF_MAX)
+    return max(0.0, last_round + pause - now)
+
+
+def plan_launches(policy: Policy, counts: Counts) -> list[LaunchOrder]:
+    """Decide the launches of one round.
+
+    Tasks that need level k can run on workers of level k or higher, so levels are served from
+    the top down: a worker launched for a higher level also counts as supply for lower ones.
+    The total never exceeds `policy.workers`.
+
+    Example:
+        >>> plan_launches(Policy(workers=4, seconds_interval=0.25),
+        ...               Counts(demand=(10,), supply=(1,), workers=1))
+        [LaunchOrder(level=0, count=3)]
+    """
+    room = policy.workers - counts.workers
+    orders: list[LaunchOrder] = []
+    demand_above = supply_above = 0
+    for level in reversed(range(len(counts.demand))):
+        demand_above += counts.demand[level]
+        supply_above += counts.supply[level]
+        deficit = demand_above - supply_above
+        count = min(deficit, room)
+        if count > 0:
+            orders.append(LaunchOrder(level, count))
+            room -= count
+            supply_above += count
+    return orders

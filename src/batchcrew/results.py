@@ -1,0 +1,120 @@
+"""What a task gives back: `Result` (one task) and `Results` (a list of them).
+
+Pure values: no I/O, no pandas until a user asks for a table.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pandas
+
+Status = Literal["success", "error", "crash", "cancel", "timeout"]
+STATUSES: tuple[Status, ...] = ("success", "error", "crash", "cancel", "timeout")
+
+_COMMAND_LENGTH = 80
+_argument_repr = reprlib.Repr()
+_argument_repr.maxstring = 24
+_argument_repr.maxother = 24
+_argument_repr.maxlist = 4
+_argument_repr.maxtuple = 4
+_argument_repr.maxdict = 3
+
+
+def describe_call(fn: Callable[..., Any], args: Iterable[Any], kwargs: Mapping[str, Any]) -> str:
+    """Return a short text of a call, as `Result.command` shows it.
+
+    Example:
+        >>> def fit(x, alpha=1.0): ...
+        >>> describe_call(fit, (3,), {"alpha": 0.1})
+        'fit(3, alpha=0.1)'
+    """
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    parts = [_argument_repr.repr(value) for value in args]
+    parts += [f"{key}={_argument_repr.repr(value)}" for key, value in kwargs.items()]
+    text = f"{name}({', '.join(parts)})"
+    if len(text) > _COMMAND_LENGTH:
+        text = text[: _COMMAND_LENGTH - 4] + "...)"
+    return text
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one task.
+
+    `attempts` counts the workers that started the task (1 when it never crashed); `worker` and
+    `launch` say where it ran last (`launch` is the AWS job id on AWS Batch).
+
+    Example:
+        >>> result = Result(name="fit-3", command="fit(3)", status="success", value=9)
+        >>> result.ok, result.value
+        (True, 9)
+    """
+
+    name: str
+    command: str
+    status: Status
+    value: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    warnings: tuple[str, ...] = ()
+    seconds: float = 0.0
+    seed: int | None = None
+    attempts: int = 0
+    worker: str | None = None
+    launch: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the task succeeded.
+
+        Example:
+            >>> Result(name="a", command="f()", status="error").ok
+            False
+        """
+        return self.status == "success"
+
+
+class Results(list[Result]):
+    """A list of `Result` with helpers for values and tables.
+
+    Example:
+        >>> results = Results([Result(name="a", command="f(1)", status="success", value=1)])
+        >>> results.values()
+        [1]
+    """
+
+    def values(self) -> list[Any]:
+        """The value of each result, in order (None where a task did not succeed).
+
+        Example:
+            >>> Results([]).values()
+            []
+        """
+        return [result.value for result in self]
+
+    def failed(self) -> Results:
+        """The results whose status is not `success`.
+
+        Example:
+            >>> len(Results([Result(name="a", command="f()", status="crash")]).failed())
+            1
+        """
+        return Results(result for result in self if not result.ok)
+
+    def to_frame(self) -> pandas.DataFrame:
+        """One row per result, one column per field (pandas).
+
+        Example:
+            >>> Results([Result(name="a", command="f()", status="success")]).to_frame().shape
+            (1, 12)
+        """
+        import pandas
+
+        columns = [item.name for item in fields(Result)]
+        rows = [[getattr(result, column) for column in columns] for result in self]
+        return pandas.DataFrame(rows, columns=columns)
