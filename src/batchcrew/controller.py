@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -184,6 +185,7 @@ class Controller:
         self._entries: dict[str, TaskEntry] = {}
         self._resolved: deque[TaskEntry] = deque()
         self._unresolved = 0
+        self._unresolved_poppable = 0
         self._pushed = 0
         self._names = itertools.count()
         self._state: Literal["new", "started", "terminated"] = "new"
@@ -379,7 +381,7 @@ class Controller:
             _check_seconds("timeout", timeout, zero=True)
         with self._changed:
             self._changed.wait_for(
-                lambda: self._resolved or not self._unresolved_poppable(), timeout
+                lambda: bool(self._resolved) or not self._unresolved_poppable, timeout
             )
             if not self._resolved:
                 return None
@@ -450,7 +452,7 @@ class Controller:
         return len(self) >= self.workers
 
     def summary(self) -> pandas.DataFrame:
-        """One row per worker: launch, level, status, tasks, seconds busy, errors, crashes.
+        """One row per worker: host, pid, launch, level, status, tasks, busy time, errors, crashes.
 
         Example:
             >>> with Controller() as crew:  # doctest: +SKIP
@@ -463,8 +465,9 @@ class Controller:
         rows: list[dict[str, Any]] = []
         if self._state == "started":
             rows = self._call(lambda now: self._summary_rows())
-        columns = ["worker", "launch", "level", "status", "tasks", "seconds_busy", "errors"]
-        return pandas.DataFrame(rows, columns=[*columns, "crashes"])
+        columns = ["worker", "host", "pid", "launch", "level", "status", "tasks", "seconds_busy"]
+        frame: pandas.DataFrame = pandas.DataFrame(rows, columns=[*columns, "errors", "crashes"])
+        return frame
 
     def executor(self) -> ControllerExecutor:
         """A `concurrent.futures.Executor` whose tasks run on this controller's workers.
@@ -529,7 +532,7 @@ class Controller:
         if not iterables:
             raise ValueError("give at least one iterable of arguments")
         function = _pickle_function(fn)
-        arguments = list(zip(*iterables))
+        arguments = list(zip(*iterables, strict=False))
         chosen: list[str | None] = [None] * len(arguments)
         if names is not None:
             if isinstance(names, str):
@@ -541,7 +544,9 @@ class Controller:
                 )
             if len(set(chosen)) != len(chosen):
                 raise ValueError("names must be unique")
-        calls = [(function, args, {}, name) for args, name in zip(arguments, chosen)]
+        calls: list[_Call] = [
+            (function, args, {}, name) for args, name in zip(arguments, chosen, strict=True)
+        ]
         entries: list[TaskEntry] = []
         for start in range(0, len(calls), PUSH_BATCH):
             batch = calls[start : start + PUSH_BATCH]
@@ -588,6 +593,8 @@ class Controller:
                 self._pushed += 1
                 specs.append(TaskSpec(name, command, key, data, packed, seed, timeout))
             self._unresolved += len(specs)
+            if poppable:
+                self._unresolved_poppable += len(specs)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._on_push, specs)
         return entries
@@ -598,14 +605,11 @@ class Controller:
             if name not in self._entries:
                 return name
 
-    def _unresolved_poppable(self) -> bool:
-        return any(entry.poppable and entry.result is None for entry in self._entries.values())
-
     def _wait_entries(self, entries: list[TaskEntry], show_progress: bool) -> None:
         if not show_progress:
             with self._changed:
                 for entry in entries:
-                    self._changed.wait_for(lambda entry=entry: entry.result is not None)
+                    self._changed.wait_for(functools.partial(_has_result, entry))
             return
         from rich.progress import Progress
 
@@ -682,6 +686,7 @@ class Controller:
             entry.result = result
             self._unresolved -= 1
             if entry.poppable:
+                self._unresolved_poppable -= 1
                 self._resolved.append(entry)
             self._changed.notify_all()
         future = entry.future
@@ -786,11 +791,8 @@ class Controller:
             handle = self._handles.get(launch_id)
             if handle is None or launch.pending == 0:
                 continue
-            pool.submit(self.launcher.poll, handle).add_done_callback(
-                lambda future, launch_id=launch_id: self._threadsafe(
-                    self._polled, launch_id, future
-                )
-            )
+            polled = functools.partial(self._threadsafe, self._polled, launch_id)
+            pool.submit(self.launcher.poll, handle).add_done_callback(polled)
 
     def _polled(self, launch: str, future: concurrent.futures.Future[dict[int, str]]) -> None:
         loop = self._loop
@@ -821,10 +823,14 @@ class Controller:
             pool.submit(self.launcher.terminate, handle, action.indices)
 
     def _summary_rows(self) -> list[dict[str, Any]]:
+        assert self._server is not None
+        identities = self._server.identities
         states = [*self._scheduler.departed, *self._scheduler.workers.values()]
         return [
             {
                 "worker": state.id,
+                "host": identities.get(state.id, ("", None))[0],
+                "pid": identities.get(state.id, ("", None))[1],
                 "launch": state.launch,
                 "level": state.level,
                 "status": state.status,
@@ -843,6 +849,10 @@ class Controller:
         self._apply(self._scheduler.cancel(None, loop.time()))
         server.broadcast(Kind.EXIT, {"reason": "the controller is terminating"})
         await server.close()
+
+
+def _has_result(entry: TaskEntry) -> bool:
+    return entry.result is not None
 
 
 def _pickle_function(fn: Callable[..., Any]) -> _Function:

@@ -14,7 +14,11 @@ from typing import Any, Literal
 from batchcrew.results import Result, Status
 
 PREFETCH = 1
-"""Tasks a busy worker may hold beyond the one it runs, so it never waits on the network."""
+"""Tasks a busy worker may hold beyond the one it runs, so it never waits on the network.
+
+Not used with `seconds_wall`: a worker must not start a task after its wall time."""
+
+OutcomeStatus = Literal["success", "error", "timeout", "cancel"]
 
 SECONDS_TIMEOUT_GRACE = 30.0
 """How long past its timeout a task may stay unanswered before its worker is written off."""
@@ -50,7 +54,7 @@ class Outcome:
         'success'
     """
 
-    status: Literal["success", "error", "timeout", "cancel"]
+    status: OutcomeStatus
     value: Any = None
     error: str | None = None
     traceback: str | None = None
@@ -453,6 +457,8 @@ class Scheduler:
     def _accepts(self, state: WorkerState, depth: int) -> bool:
         if state.retiring is not None or len(state.held) > depth:
             return False
+        if state.held and self.limits.seconds_wall is not None:
+            return False  # a prefetched task could outlive the wall time
         limit = self.limits.tasks_max
         return limit is None or state.tasks + len(state.held) < limit
 

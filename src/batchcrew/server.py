@@ -19,15 +19,20 @@ from typing import Any
 from batchcrew import protocol
 from batchcrew.errors import ProtocolError
 from batchcrew.protocol import Kind
-from batchcrew.scheduler import Action, ConnectionRefused, Outcome, Scheduler, TaskSpec
+from batchcrew.scheduler import (
+    Action,
+    ConnectionRefused,
+    Outcome,
+    OutcomeStatus,
+    Scheduler,
+    TaskSpec,
+)
 from batchcrew.worker import FunctionCache, versions
 
 logger = logging.getLogger("batchcrew.server")
 
 SECONDS_HELLO = 10.0
 """How long a new connection has to complete TLS and say HELLO."""
-
-_OUTCOME_STATUSES = frozenset({"success", "error", "timeout", "cancel"})
 
 
 @dataclass
@@ -81,21 +86,18 @@ class Server:
         self.counts = ServerCounts()
         self._tokens: dict[str, str] = {}
         self._peers: dict[str, _Peer] = {}
+        self.identities: dict[str, tuple[str, int | None]] = {}
+        """Host name and process id each worker gave in its HELLO."""
         self._connections: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._versions = versions()
 
     async def start(self) -> None:
         """Listen; `self.port` becomes the port actually bound."""
-        self._server = await asyncio.start_server(
-            self._serve,
-            self.host,
-            self.port,
-            ssl=self.ssl_context,
-            ssl_handshake_timeout=SECONDS_HELLO if self.ssl_context else None,
-        )
+        # TLS starts inside each connection (not in start_server) so failed handshakes are
+        # seen, counted and logged like any other refused peer.
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        asyncio.get_running_loop().set_exception_handler(self._loop_exception)
 
     async def close(self) -> None:
         """Stop listening and close every connection."""
@@ -159,6 +161,13 @@ class Server:
         address = writer.get_extra_info("peername")
         worker: str | None = None
         try:
+            if self.ssl_context is not None:
+                try:
+                    await asyncio.wait_for(writer.start_tls(self.ssl_context), SECONDS_HELLO)
+                except (OSError, asyncio.TimeoutError) as error:
+                    self.counts.handshake_failures += 1
+                    self._refused(f"TLS handshake with {address} failed: {error!r}")
+                    return
             worker = await self._greet(reader, writer, address)
             if worker is not None:
                 await self._listen(worker, reader)
@@ -217,6 +226,8 @@ class Server:
                 self.report(f"launch {launch}: worker refused: {mismatch}")
             return None
         self._peers[worker] = _Peer(worker, writer)
+        pid = hello.get("pid")
+        self.identities[worker] = (str(hello.get("host")), pid if isinstance(pid, int) else None)
         writer.write(protocol.encode(Kind.WELCOME, {"worker": worker}))
         logger.info("worker %s connected from %s (pid %s)", worker, address, hello.get("pid"))
         self.apply(actions)
@@ -256,26 +267,24 @@ class Server:
         del self.counts.reasons[:-100]
         logger.warning("%s", message)
 
-    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exception = context.get("exception")
-        if isinstance(exception, (ssl.SSLError, ConnectionError, asyncio.TimeoutError)):
-            self.counts.handshake_failures += 1
-            self._refused(f"TLS handshake failed: {exception!r}")
-            return
-        loop.default_exception_handler(context)
-
 
 def _outcome(header: dict[str, Any], body: bytes) -> tuple[str, Outcome]:
     name = header.get("name")
-    status = header.get("status")
-    if not isinstance(name, str) or status not in _OUTCOME_STATUSES:
-        raise ProtocolError("RESULT without a valid name and status")
+    status: OutcomeStatus
+    if header.get("status") == "success":
+        status = "success"
+    elif header.get("status") in ("error", "timeout", "cancel"):
+        status = header["status"]
+    else:
+        raise ProtocolError(f"RESULT with an unknown status {header.get('status')!r}")
+    if not isinstance(name, str):
+        raise ProtocolError("RESULT without a task name")
     value = None
     error = header.get("error")
     if status == "success" and body:
         try:
             value = pickle.loads(body)
-        except Exception as exception:  # noqa: BLE001 (the task's result, not the connection, is bad)
+        except Exception as exception:  # noqa: BLE001 (the result is bad, not the connection)
             status, error = "error", f"the result could not be unpickled: {exception!r}"
     warnings = header.get("warnings") or ()
     return name, Outcome(

@@ -184,7 +184,7 @@ class _Connection:
     def _run(self) -> None:
         try:
             self.loop.run_until_complete(self._session())
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (whatever ends the session ends the worker)
             logger.error("connection failed: %s", error)
         # The controller is gone or refused us: nothing more can be delivered.
         self.ready.set()

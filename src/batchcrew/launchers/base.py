@@ -96,7 +96,7 @@ class Launcher(abc.ABC):
     def poll(self, handle: Any) -> dict[int, str]:
         """Workers of a launch that have ended, by index, with the reason they ended."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook, empty by default)
         """Release what the launcher holds (thread pools, clients). Called at controller end."""
 
     def record_error(self, message: str) -> None:

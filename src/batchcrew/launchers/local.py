@@ -6,6 +6,7 @@ its environment. This module starts and stops processes; it decides nothing abou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -47,7 +48,8 @@ class LocalLauncher(Launcher):
 
     Example:
         >>> import batchcrew as bc
-        >>> crew = bc.Controller(bc.LocalLauncher(log_directory="logs"), workers=2)  # doctest: +SKIP
+        >>> launcher = bc.LocalLauncher(log_directory="logs")
+        >>> crew = bc.Controller(launcher, workers=2)  # doctest: +SKIP
     """
 
     def __init__(
@@ -82,24 +84,21 @@ class LocalLauncher(Launcher):
         for index in range(request.count):
             environment = {**os.environ, **self.env, **request.environment}
             environment["BATCHCREW_INDEX"] = str(index)
-            output = subprocess.DEVNULL
+            log_path = None
             if self.log_directory is not None:
                 log_path = self.log_directory / f"{request.launch}-{index}.log"
-                output = open(log_path, "ab")  # noqa: SIM115 (the child keeps it)
             try:
-                process = subprocess.Popen(
-                    [self.python, "-m", "batchcrew.worker"],
-                    env=environment,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                with open(log_path or os.devnull, "ab") as output:
+                    process = subprocess.Popen(
+                        [self.python, "-m", "batchcrew.worker"],
+                        env=environment,
+                        stdin=subprocess.DEVNULL,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
             except OSError as error:
                 raise LaunchError(f"cannot start {self.python}: {error}") from error
-            finally:
-                if output is not subprocess.DEVNULL:
-                    output.close()
             handle.processes[index] = process
         return handle
 
@@ -140,10 +139,8 @@ class LocalLauncher(Launcher):
 def _signal_group(process: subprocess.Popen[bytes], signal_number: signal.Signals) -> None:
     if process.poll() is not None:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal_number)
-    except ProcessLookupError:
-        pass
 
 
 def _describe_exit(code: int) -> str:

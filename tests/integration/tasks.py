@@ -1,0 +1,54 @@
+"""Task functions for integration tests, importable by worker processes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import warnings
+from pathlib import Path
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fail(message: str) -> None:
+    warnings.warn(f"about to fail: {message}", UserWarning, stacklevel=1)
+    raise ValueError(message)
+
+
+def make_generator() -> object:
+    return (x for x in range(3))
+
+
+def crash() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_once(marker: str) -> str:
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("crashed")
+        os._exit(1)
+    return "survived"
+
+
+def draw() -> float:
+    return random.random()
+
+
+def pid(_: object = None) -> int:
+    return os.getpid()
+
+
+def sleep_then(seconds: float, value: object = None) -> object:
+    time.sleep(seconds)
+    return value
+
+
+def busy_until_marker(marker: str) -> str:
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(60)
+    return "not cancelled"

@@ -1,0 +1,220 @@
+"""Hostile and mismatched peers: each is refused and logged while the controller keeps serving."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+import batchcrew as bc
+from batchcrew import protocol
+from batchcrew.protocol import Kind
+from batchcrew.worker import versions
+from tests.integration import tasks
+from tests.polling import process_alive, wait_until
+
+Make = Callable[..., bc.Controller]
+
+
+class RecordingLauncher(bc.Launcher):
+    """Starts nothing; keeps each launch request so a test can dial in as that worker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[bc.LaunchRequest] = []
+
+    def launch(self, request: bc.LaunchRequest) -> bc.LaunchRequest:
+        self.requests.append(request)
+        return request
+
+    def terminate(self, handle: Any, indices: Sequence[int] | None = None) -> None:
+        pass
+
+    def poll(self, handle: Any) -> dict[int, str]:
+        return {}
+
+
+@pytest.fixture
+def recorded(make_controller: Make) -> Iterator[tuple[bc.Controller, bc.LaunchRequest]]:
+    launcher = RecordingLauncher()
+    crew = make_controller(launcher, workers=1, seconds_launch=60)
+    crew.push(tasks.square, 4, name="four")
+    request = wait_until(lambda: launcher.requests and launcher.requests[0])
+    yield crew, request
+
+
+def _dial(crew: bc.Controller, tls: bool = True) -> socket.socket:
+    raw = socket.create_connection(("127.0.0.1", crew.port), timeout=10)
+    if not tls:
+        return raw
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context.wrap_socket(raw)
+
+
+def _read_frame(connection: socket.socket) -> protocol.Frame | None:
+    def exactly(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = connection.recv(size - len(data))
+            if not chunk:
+                return b""
+            data += chunk
+        return data
+
+    prefix = exactly(protocol.PREFIX.size)
+    if not prefix:
+        return None
+    kind, header_length, body_length = protocol.parse_prefix(prefix, protocol.BODY_BYTES_MAX)
+    header = protocol.decode_header(exactly(header_length))
+    return protocol.Frame(kind, header, exactly(body_length) if body_length else b"")
+
+
+def _hello(request: bc.LaunchRequest, **changes: Any) -> bytes:
+    header = {
+        "token": request.environment["BATCHCREW_TOKEN"],
+        "launch": request.launch,
+        "index": 0,
+        "pid": os.getpid(),
+        **versions(),
+    }
+    header.update(changes)
+    return protocol.encode(Kind.HELLO, header)
+
+
+def _still_serving(crew: bc.Controller) -> None:
+    with _dial(crew) as connection:
+        connection.sendall(_hello(_request_of(crew)))
+        frame = _read_frame(connection)
+        assert frame is not None and frame.kind is Kind.WELCOME
+        task = _read_frame(connection)
+        assert task is not None and task.kind is Kind.TASK and task.header["name"] == "four"
+
+
+def _request_of(crew: bc.Controller) -> bc.LaunchRequest:
+    launcher = crew.launcher
+    assert isinstance(launcher, RecordingLauncher)
+    return launcher.requests[0]
+
+
+def test_wrong_token_is_refused(
+    recorded: tuple[bc.Controller, bc.LaunchRequest], caplog: pytest.LogCaptureFixture
+) -> None:
+    crew, request = recorded
+    with caplog.at_level(logging.WARNING, logger="batchcrew.server"), _dial(crew) as connection:
+        connection.sendall(_hello(request, token="not-the-token"))
+        frame = _read_frame(connection)
+    assert frame is not None and frame.kind is Kind.REFUSE
+    assert frame.header["reason"] == "authentication failed"
+    assert "wrong token" in caplog.text
+    assert crew.connections_refused.refused == 1
+    _still_serving(crew)
+
+
+def test_plaintext_client_is_refused(recorded: tuple[bc.Controller, bc.LaunchRequest]) -> None:
+    crew, request = recorded
+    with _dial(crew, tls=False) as connection:
+        connection.sendall(_hello(request))
+        assert connection.recv(100) in (b"", b"\x15\x03\x01\x00\x02\x02\x16")  # EOF or TLS alert
+    wait_until(lambda: crew.connections_refused.refused >= 1)
+    _still_serving(crew)
+
+
+def test_garbage_after_tls_is_refused(recorded: tuple[bc.Controller, bc.LaunchRequest]) -> None:
+    crew, _ = recorded
+    with _dial(crew) as connection:
+        connection.sendall(b"\xff" * 64)
+        assert _read_frame(connection) is None
+    wait_until(lambda: crew.connections_refused.protocol_errors == 1)
+    _still_serving(crew)
+
+
+def test_oversize_frame_is_refused_before_its_body(
+    recorded: tuple[bc.Controller, bc.LaunchRequest],
+) -> None:
+    crew, _ = recorded
+    with _dial(crew) as connection:
+        connection.sendall(protocol.PREFIX.pack(Kind.HELLO, 10, 1 << 30))
+        assert _read_frame(connection) is None
+    wait_until(lambda: crew.connections_refused.protocol_errors == 1)
+    assert "over the 0 limit" in crew.connections_refused.reasons[-1]
+    _still_serving(crew)
+
+
+@pytest.mark.parametrize(
+    ("field", "theirs", "label"),
+    [("python", "2.7", "Python"), ("cloudpickle", "0.1.0", "cloudpickle"), ("protocol", "99", "protocol")],
+)
+def test_version_mismatch_names_both_sides(
+    recorded: tuple[bc.Controller, bc.LaunchRequest], field: str, theirs: str, label: str
+) -> None:
+    crew, request = recorded
+    with _dial(crew) as connection:
+        connection.sendall(_hello(request, **{field: theirs}))
+        frame = _read_frame(connection)
+    assert frame is not None and frame.kind is Kind.REFUSE
+    ours = versions()[field]
+    assert frame.header["reason"] == f"worker runs {label} {theirs}, controller {ours}"
+    assert any(frame.header["reason"] in error for error in crew.launcher.errors())
+
+
+def test_worker_refuses_a_controller_with_another_certificate(make_controller: Make) -> None:
+    crew = make_controller(workers=1)
+    crew.start()
+    environment = {
+        **os.environ,
+        "BATCHCREW_HOST": "127.0.0.1",
+        "BATCHCREW_PORT": str(crew.port),
+        "BATCHCREW_TOKEN": "x",
+        "BATCHCREW_LAUNCH": "x",
+        "BATCHCREW_FINGERPRINT": bc.TLS.automatic().fingerprint(),
+    }
+    finished = subprocess.run(
+        [sys.executable, "-m", "batchcrew.worker"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 3
+    assert "does not match the pinned fingerprint" in finished.stderr
+
+
+def test_workers_exit_when_the_controller_is_killed(tmp_path: Any) -> None:
+    script = textwrap.dedent(
+        """
+        import sys, time
+        import batchcrew as bc
+        from tests.integration import tasks
+        crew = bc.Controller(workers=2)
+        crew.map(tasks.square, range(4))
+        crew.walk(tasks.sleep_then, [60, 60])
+        time.sleep(0.5)
+        print(*crew.summary()["pid"], flush=True)
+        time.sleep(120)
+        """
+    )
+    controller = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+    )
+    try:
+        assert controller.stdout is not None
+        pids = [int(pid) for pid in controller.stdout.readline().split()]
+        assert len(pids) == 2 and all(process_alive(pid) for pid in pids)
+        controller.send_signal(signal.SIGKILL)
+        controller.wait(timeout=10)
+        # A dead controller's sockets close at once, and its workers exit even mid-task.
+        wait_until(lambda: not any(process_alive(pid) for pid in pids), seconds=10)
+    finally:
+        controller.kill()
+        controller.wait()
