@@ -39,7 +39,9 @@ class Policy:
     seconds_interval: float
 
 
-def seconds_until_round(policy: Policy, last_round: float | None, failures: int, now: float) -> float:
+def seconds_until_round(
+    policy: Policy, last_round: float | None, failures: int, now: float
+) -> float:
     """Seconds to wait before the next launch round (0: a round may run now).
 
     Rounds are at least `seconds_interval` apart, so a burst of pushes becomes one launch of

@@ -61,9 +61,9 @@ class AWSError(BatchcrewError):
     """An AWS call failed; the message names the operation, the region and the resource.
 
     Example:
-        >>> error = AWSError("SubmitJob", "us-east-1", "queue my-queue", "ClientException: no such queue")
+        >>> error = AWSError("SubmitJob", "us-east-1", "queue q1", "ClientException: no queue")
         >>> str(error)
-        'SubmitJob in us-east-1 on queue my-queue failed: ClientException: no such queue'
+        'SubmitJob in us-east-1 on queue q1 failed: ClientException: no queue'
     """
 
     def __init__(self, operation: str, region: str, resource: str, reason: str) -> None:

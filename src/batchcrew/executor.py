@@ -7,8 +7,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-
-
 if TYPE_CHECKING:
     from batchcrew.controller import Controller
 
@@ -62,5 +60,3 @@ class ControllerExecutor(concurrent.futures.Executor):
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             self._futures.discard(future)
-
-

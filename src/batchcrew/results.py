@@ -117,4 +117,5 @@ class Results(list[Result]):
 
         columns = [item.name for item in fields(Result)]
         rows = [[getattr(result, column) for column in columns] for result in self]
-        return pandas.DataFrame(rows, columns=columns)
+        frame: pandas.DataFrame = pandas.DataFrame(rows, columns=columns)
+        return frame

@@ -70,7 +70,10 @@ class TLS:
 
     @classmethod
     def custom(
-        cls, certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str], password: str | None = None
+        cls,
+        certfile: str | os.PathLike[str],
+        keyfile: str | os.PathLike[str],
+        password: str | None = None,
     ) -> TLS:
         """Use a certificate and private key from PEM files (e.g. signed by your CA).
 
@@ -80,7 +83,9 @@ class TLS:
         certificate_path, key_path = Path(certfile), Path(keyfile)
         for argument, path in (("certfile", certificate_path), ("keyfile", key_path)):
             if not path.is_file():
-                raise ValueError(f"{argument} must be a readable PEM file; {str(path)!r} is not a file")
+                raise ValueError(
+                    f"{argument} must be a readable PEM file; {str(path)!r} is not a file"
+                )
         if password is not None and not isinstance(password, str):
             raise TypeError(f"password must be a string or None, not {type(password).__name__}")
         tls = cls(certificate_path.read_bytes(), key_path.read_bytes(), password)
