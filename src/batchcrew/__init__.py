@@ -1,5 +1,8 @@
 """batchcrew: run many long Python tasks on auto-scaled workers, local or on AWS Batch.
 
+Names load on first use, so a worker process (`python -m batchcrew.worker`) imports only what
+it runs.
+
 Example:
     >>> import batchcrew as bc
     >>> with bc.Controller(workers=2) as crew:  # doctest: +SKIP
@@ -7,14 +10,39 @@ Example:
     [1024, 9]
 """
 
-from batchcrew.controller import Controller
-from batchcrew.errors import AWSError, BatchcrewError, LaunchError, ProtocolError, TaskError
-from batchcrew.executor import ControllerExecutor
-from batchcrew.launchers import Launcher, LaunchRequest, LocalLauncher
-from batchcrew.results import Result, Results
-from batchcrew.task import Task
-from batchcrew.tls import TLS
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from batchcrew.version import __version__
+
+if TYPE_CHECKING:
+    from batchcrew.controller import Controller
+    from batchcrew.errors import AWSError, BatchcrewError, LaunchError, ProtocolError, TaskError
+    from batchcrew.executor import ControllerExecutor
+    from batchcrew.launchers.base import Launcher, LaunchRequest
+    from batchcrew.launchers.local import LocalLauncher
+    from batchcrew.results import Result, Results
+    from batchcrew.task import Task
+    from batchcrew.tls import TLS
+
+_HOMES = {
+    "Controller": "batchcrew.controller",
+    "ControllerExecutor": "batchcrew.executor",
+    "AWSError": "batchcrew.errors",
+    "BatchcrewError": "batchcrew.errors",
+    "LaunchError": "batchcrew.errors",
+    "ProtocolError": "batchcrew.errors",
+    "TaskError": "batchcrew.errors",
+    "Launcher": "batchcrew.launchers.base",
+    "LaunchRequest": "batchcrew.launchers.base",
+    "LocalLauncher": "batchcrew.launchers.local",
+    "Result": "batchcrew.results",
+    "Results": "batchcrew.results",
+    "Task": "batchcrew.task",
+    "TLS": "batchcrew.tls",
+}
 
 __all__ = [
     "TLS",
@@ -33,3 +61,16 @@ __all__ = [
     "TaskError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'batchcrew' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

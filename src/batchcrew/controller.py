@@ -29,7 +29,7 @@ from batchcrew import protocol
 from batchcrew.autoscale import Policy, plan_launches, seconds_until_round
 from batchcrew.errors import BatchcrewError, TaskError
 from batchcrew.launchers.base import Launcher, LaunchRequest
-from batchcrew.protocol import Kind
+from batchcrew.protocol import SECONDS_HEARTBEAT, Kind, function_key
 from batchcrew.results import Result, Results, describe_call
 from batchcrew.scheduler import (
     Action,
@@ -47,7 +47,6 @@ from batchcrew.seeds import controller_seed, task_seed
 from batchcrew.server import Server, ServerCounts
 from batchcrew.task import Task, TaskEntry
 from batchcrew.tls import TLS
-from batchcrew.worker import SECONDS_HEARTBEAT, function_key
 
 if TYPE_CHECKING:
     import pandas
@@ -63,6 +62,9 @@ SECONDS_POLL_LAUNCHES = 1.0
 
 SECONDS_WORKER_TIMEOUT = 60.0
 """A worker that hears nothing from its controller this long exits (heartbeats come every 5 s)."""
+
+SECONDS_EXIT_GRACE = 1.0
+"""At termination, how long workers have to leave by themselves before they are stopped."""
 
 PUSH_BATCH = 1000
 """Tasks `map` hands to the event loop at a time."""
@@ -848,6 +850,9 @@ class Controller:
         loop = asyncio.get_running_loop()
         self._apply(self._scheduler.cancel(None, loop.time()))
         server.broadcast(Kind.EXIT, {"reason": "the controller is terminating"})
+        deadline = loop.time() + SECONDS_EXIT_GRACE
+        while self._scheduler.workers and loop.time() < deadline:
+            await asyncio.sleep(0.01)
         await server.close()
 
 

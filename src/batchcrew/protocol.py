@@ -6,14 +6,19 @@ reads the rest. Bodies are pickles and are never unpickled before the peer is au
 
 from __future__ import annotations
 
-import asyncio
+import collections
 import enum
+import hashlib
 import json
+import platform
 import struct
 from dataclasses import dataclass
 from typing import Any
 
+import cloudpickle
+
 from batchcrew.errors import ProtocolError
+from batchcrew.version import __version__
 
 PROTOCOL_VERSION = 1
 PREFIX = struct.Struct("!BII")
@@ -21,6 +26,10 @@ HEADER_BYTES_MAX = 1 << 16
 HELLO_BYTES_MAX = 4096
 BODY_BYTES_MAX = 1 << 31
 PICKLE_PROTOCOL = 5
+SECONDS_HEARTBEAT = 5.0
+"""Each side sends a HEARTBEAT this often, so the other knows it is alive."""
+FUNCTIONS_CACHED = 64
+"""Function pickles each side remembers per connection; both sides evict alike."""
 
 
 class Kind(enum.IntEnum):
@@ -104,23 +113,57 @@ def decode_header(data: bytes) -> dict[str, Any]:
     return header
 
 
-async def read_frame(reader: asyncio.StreamReader, body_bytes_max: int) -> Frame | None:
-    """Read one frame; None at a clean end of stream, `ProtocolError` on anything malformed.
+def versions() -> dict[str, str]:
+    """The versions a worker and its controller must agree on.
 
     Example:
-        >>> async def first(reader):
-        ...     return await read_frame(reader, BODY_BYTES_MAX)
+        >>> sorted(versions())
+        ['batchcrew', 'cloudpickle', 'protocol', 'python']
     """
-    try:
-        prefix = await reader.readexactly(PREFIX.size)
-    except asyncio.IncompleteReadError as error:
-        if error.partial:
-            raise ProtocolError("connection closed inside a frame prefix") from None
-        return None
-    kind, header_length, body_length = parse_prefix(prefix, body_bytes_max)
-    try:
-        header_bytes = await reader.readexactly(header_length)
-        body = await reader.readexactly(body_length) if body_length else b""
-    except asyncio.IncompleteReadError:
-        raise ProtocolError(f"connection closed inside a {kind.name} frame") from None
-    return Frame(kind, decode_header(header_bytes), body)
+    return {
+        "protocol": str(PROTOCOL_VERSION),
+        "batchcrew": __version__,
+        "python": ".".join(platform.python_version_tuple()[:2]),
+        "cloudpickle": cloudpickle.__version__,
+    }
+
+
+class FunctionCache:
+    """Function pickles by key, least recently used evicted first.
+
+    Controller and worker keep one each per connection and update them in the same order, so
+    the controller knows which functions the worker already holds and sends each only once.
+
+    Example:
+        >>> cache = FunctionCache(capacity=1)
+        >>> cache.seen("a"), cache.seen("a")
+        (False, True)
+    """
+
+    def __init__(self, capacity: int = FUNCTIONS_CACHED) -> None:
+        self.capacity = capacity
+        self._items: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+
+    def seen(self, key: str, data: bytes = b"") -> bool:
+        """Note a use of `key`; True if it was held already (then `data` is ignored)."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            return True
+        self._items[key] = data
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return False
+
+    def get(self, key: str) -> bytes:
+        """The pickle stored for `key`."""
+        return self._items[key]
+
+
+def function_key(data: bytes) -> str:
+    """The cache key of a function pickle.
+
+    Example:
+        >>> len(function_key(b"abc"))
+        32
+    """
+    return hashlib.blake2b(data, digest_size=16).hexdigest()

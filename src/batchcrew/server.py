@@ -18,7 +18,7 @@ from typing import Any
 
 from batchcrew import protocol
 from batchcrew.errors import ProtocolError
-from batchcrew.protocol import Kind
+from batchcrew.protocol import FunctionCache, Kind, versions
 from batchcrew.scheduler import (
     Action,
     ConnectionRefused,
@@ -27,7 +27,6 @@ from batchcrew.scheduler import (
     Scheduler,
     TaskSpec,
 )
-from batchcrew.worker import FunctionCache, versions
 
 logger = logging.getLogger("batchcrew.server")
 
@@ -94,9 +93,8 @@ class Server:
 
     async def start(self) -> None:
         """Listen; `self.port` becomes the port actually bound."""
-        # TLS starts inside each connection (not in start_server) so failed handshakes are
-        # seen, counted and logged like any other refused peer.
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Accepted(self), self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -154,27 +152,56 @@ class Server:
 
     # ----- connections ------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def open(self, transport: asyncio.Transport) -> None:
+        """Set up TLS (if on) on a new connection, then serve it."""
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        address = writer.get_extra_info("peername")
-        worker: str | None = None
         try:
-            if self.ssl_context is not None:
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader(limit=protocol.HEADER_BYTES_MAX, loop=loop)
+            stream = asyncio.StreamReaderProtocol(reader, loop=loop)
+            address = transport.get_extra_info("peername")
+            if self.ssl_context is None:
+                transport.set_protocol(stream)
+                transport.resume_reading()
+            else:
+                plain = transport
                 try:
-                    await asyncio.wait_for(writer.start_tls(self.ssl_context), SECONDS_HELLO)
-                except (OSError, asyncio.TimeoutError) as error:
+                    secured = await loop.start_tls(
+                        plain,
+                        stream,
+                        self.ssl_context,
+                        server_side=True,
+                        ssl_handshake_timeout=SECONDS_HELLO,
+                    )
+                except (TimeoutError, OSError) as error:
+                    plain.close()
                     self.counts.handshake_failures += 1
                     self._refused(f"TLS handshake with {address} failed: {error!r}")
                     return
+                if secured is None:
+                    plain.close()
+                    return
+                transport = secured
+            stream.connection_made(transport)
+            writer = asyncio.StreamWriter(transport, stream, reader, loop)
+            await self._serve(reader, writer, address)
+        finally:
+            self._connections.discard(task)
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: Any
+    ) -> None:
+        worker: str | None = None
+        try:
             worker = await self._greet(reader, writer, address)
             if worker is not None:
                 await self._listen(worker, reader)
         except ProtocolError as error:
             self.counts.protocol_errors += 1
             self._refused(f"protocol error from {address}: {error}")
-        except (ConnectionError, ssl.SSLError, asyncio.TimeoutError) as error:
+        except (TimeoutError, ConnectionError, ssl.SSLError) as error:
             if worker is None:
                 self._refused(f"connection from {address} failed before HELLO: {error!r}")
             else:
@@ -182,7 +209,6 @@ class Server:
         except asyncio.CancelledError:
             pass
         finally:
-            self._connections.discard(task)
             writer.close()
             if worker is not None:
                 self._peers.pop(worker, None)
@@ -191,7 +217,7 @@ class Server:
     async def _greet(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: Any
     ) -> str | None:
-        frame = await asyncio.wait_for(protocol.read_frame(reader, 0), timeout=SECONDS_HELLO)
+        frame = await asyncio.wait_for(read_frame(reader, 0), timeout=SECONDS_HELLO)
         if frame is None:
             self._refused(f"connection from {address} closed before HELLO")
             return None
@@ -217,13 +243,13 @@ class Server:
             actions = self.scheduler.worker_connected(worker, launch, index, now)
         except ConnectionRefused as refusal:
             self._refused(f"worker {worker} from {address} refused: {refusal}")
-            writer.write(protocol.encode(Kind.REFUSE, {"reason": str(refusal)}))
             if mismatch:
                 # The launch is ours but cannot serve: stop waiting for it and say why.
                 indices = [index] if isinstance(index, int) else None
                 now = asyncio.get_running_loop().time()
                 self.scheduler.launch_failed(launch, indices, now)
                 self.report(f"launch {launch}: worker refused: {mismatch}")
+            writer.write(protocol.encode(Kind.REFUSE, {"reason": str(refusal)}))
             return None
         self._peers[worker] = _Peer(worker, writer)
         pid = hello.get("pid")
@@ -250,7 +276,7 @@ class Server:
     async def _listen(self, worker: str, reader: asyncio.StreamReader) -> None:
         scheduler, apply, loop = self.scheduler, self.apply, asyncio.get_running_loop()
         while True:
-            frame = await protocol.read_frame(reader, protocol.BODY_BYTES_MAX)
+            frame = await read_frame(reader, protocol.BODY_BYTES_MAX)
             if frame is None:
                 return
             if frame.kind is Kind.RESULT:
@@ -266,6 +292,40 @@ class Server:
         self.counts.reasons.append(message)
         del self.counts.reasons[:-100]
         logger.warning("%s", message)
+
+
+async def read_frame(reader: asyncio.StreamReader, body_bytes_max: int) -> protocol.Frame | None:
+    """Read one frame; None at a clean end of stream, `ProtocolError` on anything malformed.
+
+    Example:
+        >>> async def first(reader):
+        ...     return await read_frame(reader, protocol.BODY_BYTES_MAX)
+    """
+    try:
+        prefix = await reader.readexactly(protocol.PREFIX.size)
+    except asyncio.IncompleteReadError as error:
+        if error.partial:
+            raise ProtocolError("connection closed inside a frame prefix") from None
+        return None
+    kind, header_length, body_length = protocol.parse_prefix(prefix, body_bytes_max)
+    try:
+        header_bytes = await reader.readexactly(header_length)
+        body = await reader.readexactly(body_length) if body_length else b""
+    except asyncio.IncompleteReadError:
+        raise ProtocolError(f"connection closed inside a {kind.name} frame") from None
+    return protocol.Frame(kind, protocol.decode_header(header_bytes), body)
+
+
+class _Accepted(asyncio.Protocol):
+    """A new TCP connection, paused until TLS is set up so no byte is read too early."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        self.opening = asyncio.ensure_future(self.server.open(transport))
 
 
 def _outcome(header: dict[str, Any], body: bytes) -> tuple[str, Outcome]:

@@ -17,8 +17,7 @@ import pytest
 
 import batchcrew as bc
 from batchcrew import protocol
-from batchcrew.protocol import Kind
-from batchcrew.worker import versions
+from batchcrew.protocol import Kind, versions
 from tests.integration import tasks
 from tests.polling import process_alive, wait_until
 

@@ -9,6 +9,7 @@ import pytest
 from batchcrew import protocol
 from batchcrew.errors import ProtocolError
 from batchcrew.protocol import Frame, Kind
+from batchcrew.server import read_frame
 
 
 def _read(data: bytes, body_bytes_max: int = protocol.BODY_BYTES_MAX) -> Frame | None:
@@ -16,7 +17,7 @@ def _read(data: bytes, body_bytes_max: int = protocol.BODY_BYTES_MAX) -> Frame |
         reader = asyncio.StreamReader()
         reader.feed_data(data)
         reader.feed_eof()
-        return await protocol.read_frame(reader, body_bytes_max)
+        return await read_frame(reader, body_bytes_max)
 
     return asyncio.run(go())
 

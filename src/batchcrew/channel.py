@@ -1,0 +1,155 @@
+"""The worker's connection: a socket, TLS through memory buffers, and frame parsing.
+
+Any thread may send or read; a lock serializes the TLS state, so the main thread can run the
+hot path itself while a watchdog thread listens during long tasks. No asyncio here: a task
+result goes out without a thread hop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+from collections import deque
+
+from batchcrew import protocol
+from batchcrew.protocol import Frame
+from batchcrew.tls import certificate_matches, client_context
+
+RECEIVE_BYTES = 1 << 18
+
+
+class Channel:
+    """A connected, optionally TLS-protected stream of frames.
+
+    Example:
+        >>> channel = Channel.connect("127.0.0.1", 5000, None, 5.0)  # doctest: +SKIP
+        >>> channel.send(protocol.encode(protocol.Kind.HEARTBEAT, {}))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLObject | None = None,
+        incoming: ssl.MemoryBIO | None = None,
+        outgoing: ssl.MemoryBIO | None = None,
+    ) -> None:
+        self.sock = sock
+        self._tls = tls
+        self._incoming = incoming or ssl.MemoryBIO()
+        self._outgoing = outgoing or ssl.MemoryBIO()
+        self._lock = threading.Lock()
+        self._buffer = bytearray()
+        self._frames: deque[Frame] = deque()
+        self.closed = False
+
+    @classmethod
+    def connect(cls, host: str, port: int, fingerprint: str | None, seconds: float) -> Channel:
+        """Connect, do the TLS handshake (when `fingerprint` is given) and check the pin."""
+        sock = socket.create_connection((host, port), timeout=seconds)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if fingerprint is None:
+            sock.settimeout(None)
+            return cls(sock, None)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_context().wrap_bio(incoming, outgoing, server_side=False)
+        try:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    if outgoing.pending:
+                        sock.sendall(outgoing.read())
+                    data = sock.recv(RECEIVE_BYTES)
+                    if not data:
+                        raise ConnectionError(
+                            "the controller closed the connection during TLS"
+                        ) from None
+                    incoming.write(data)
+            if outgoing.pending:
+                sock.sendall(outgoing.read())
+        except BaseException:
+            sock.close()
+            raise
+        if not certificate_matches(tls.getpeercert(binary_form=True), fingerprint):
+            sock.close()
+            raise ConnectionRefusedError(
+                "the controller's certificate does not match the pinned fingerprint"
+            )
+        sock.settimeout(None)
+        return cls(sock, tls, incoming, outgoing)
+
+    def send(self, data: bytes) -> None:
+        """Send bytes (already framed); safe from any thread."""
+        with self._lock:
+            if self._tls is None:
+                self.sock.sendall(data)
+                return
+            self._tls.write(data)
+            self.sock.sendall(self._outgoing.read())
+
+    def pop_frame(self) -> Frame | None:
+        """The oldest frame received and not yet taken, if any."""
+        with self._lock:
+            return self._frames.popleft() if self._frames else None
+
+    def waiting(self) -> list[Frame]:
+        """The frames received and not yet taken, oldest first (they stay queued)."""
+        with self._lock:
+            return list(self._frames)
+
+    def receive(self) -> list[Frame]:
+        """Read what the socket has now (never blocks); queue and return the frames it completes.
+
+        Raises `ConnectionError` when the controller has closed the connection.
+        """
+        with self._lock:
+            try:
+                data = self.sock.recv(RECEIVE_BYTES, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return []
+            if not data:
+                self.closed = True
+                raise ConnectionError("the controller closed the connection")
+            if self._tls is None:
+                self._buffer += data
+            else:
+                self._incoming.write(data)
+                while True:
+                    try:
+                        self._buffer += self._tls.read(RECEIVE_BYTES)
+                    except ssl.SSLWantReadError:
+                        break
+                    except ssl.SSLZeroReturnError:
+                        self.closed = True
+                        raise ConnectionError("the controller closed the TLS session") from None
+                if self._outgoing.pending:  # post-handshake messages the TLS layer answers
+                    self.sock.sendall(self._outgoing.read())
+            frames = self._parse()
+            self._frames.extend(frames)
+            return frames
+
+    def close(self) -> None:
+        """Close the socket (wakes any thread waiting on it)."""
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+    def _parse(self) -> list[Frame]:
+        frames: list[Frame] = []
+        buffer = self._buffer
+        size = protocol.PREFIX.size
+        while len(buffer) >= size:
+            kind, header_length, body_length = protocol.parse_prefix(
+                bytes(buffer[:size]), protocol.BODY_BYTES_MAX
+            )
+            end = size + header_length + body_length
+            if len(buffer) < end:
+                break
+            header = protocol.decode_header(bytes(buffer[size : size + header_length]))
+            frames.append(Frame(kind, header, bytes(buffer[size + header_length : end])))
+            del buffer[:end]
+        return frames
