@@ -45,7 +45,7 @@ from batchcrew.scheduler import (
 )
 from batchcrew.seeds import controller_seed, task_seed
 from batchcrew.server import Server, ServerCounts
-from batchcrew.task import Task, TaskEntry
+from batchcrew.task import Task, TaskEntry, TaskGroup
 from batchcrew.tls import TLS
 
 if TYPE_CHECKING:
@@ -184,6 +184,7 @@ class Controller:
         self._policy = Policy(workers=workers, seconds_interval=float(seconds_interval))
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        self._waiters = 0
         self._entries: dict[str, TaskEntry] = {}
         self._resolved: deque[TaskEntry] = deque()
         self._unresolved = 0
@@ -345,10 +346,13 @@ class Controller:
             raise ValueError(f"error must be 'raise', 'warn' or 'ignore', not {error!r}")
         if progress is not None and not isinstance(progress, bool):
             raise TypeError("progress must be True, False or None")
-        entries = self._push_calls(fn, iterables, names, seconds_timeout, poppable=False)
+        group = TaskGroup()
+        entries = self._push_calls(
+            fn, iterables, names, seconds_timeout, poppable=False, group=group
+        )
         show = sys.stderr.isatty() if progress is None else progress
         try:
-            self._wait_entries(entries, show)
+            self._wait_group(group, show)
         finally:
             with self._lock:
                 for entry in entries:
@@ -382,9 +386,7 @@ class Controller:
         if timeout is not None:
             _check_seconds("timeout", timeout, zero=True)
         with self._changed:
-            self._changed.wait_for(
-                lambda: bool(self._resolved) or not self._unresolved_poppable, timeout
-            )
+            self._wait(lambda: bool(self._resolved) or not self._unresolved_poppable, timeout)
             if not self._resolved:
                 return None
             entry = self._resolved.popleft()
@@ -424,10 +426,8 @@ class Controller:
             _check_seconds("timeout", timeout, zero=True)
         with self._changed:
             if mode == "all":
-                return self._changed.wait_for(lambda: self._unresolved == 0, timeout)
-            return self._changed.wait_for(
-                lambda: bool(self._resolved) or self._unresolved == 0, timeout
-            )
+                return self._wait(lambda: self._unresolved == 0, timeout)
+            return self._wait(lambda: bool(self._resolved) or self._unresolved == 0, timeout)
 
     def cancel(self, names: Iterable[str] | None = None) -> None:
         """Cancel tasks by name, queued or running (None: every unresolved task).
@@ -518,8 +518,17 @@ class Controller:
 
     def _wait_for_entry(self, entry: TaskEntry, timeout: float | None) -> Result | None:
         with self._changed:
-            self._changed.wait_for(lambda: entry.result is not None, timeout)
+            self._wait(lambda: entry.result is not None, timeout)
             return entry.result
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait on the condition (its lock held) while counting waiters, so that a result
+        delivered when nobody waits costs no wake-up."""
+        self._waiters += 1
+        try:
+            return self._changed.wait_for(predicate, timeout)
+        finally:
+            self._waiters -= 1
 
     # ----- pushing ----------------------------------------------------------------------
 
@@ -530,6 +539,7 @@ class Controller:
         names: Iterable[str] | None,
         seconds_timeout: float | None,
         poppable: bool,
+        group: TaskGroup | None = None,
     ) -> list[TaskEntry]:
         if not iterables:
             raise ValueError("give at least one iterable of arguments")
@@ -549,10 +559,19 @@ class Controller:
         calls: list[_Call] = [
             (function, args, {}, name) for args, name in zip(arguments, chosen, strict=True)
         ]
+        if names is not None:
+            with self._lock:
+                taken = [name for name in chosen if name in self._entries]
+            if taken:
+                raise ValueError(f"a task named {taken[0]!r} is still held")
+        if group is not None:
+            group.add(len(calls))  # all at once: the group must not finish between batches
         entries: list[TaskEntry] = []
         for start in range(0, len(calls), PUSH_BATCH):
             batch = calls[start : start + PUSH_BATCH]
-            entries += self._push_many(batch, seconds_timeout=seconds_timeout, poppable=poppable)
+            entries += self._push_many(
+                batch, seconds_timeout=seconds_timeout, poppable=poppable, group=group
+            )
         return entries
 
     def _push_many(
@@ -562,6 +581,7 @@ class Controller:
         seconds_timeout: float | None,
         poppable: bool,
         future: concurrent.futures.Future[Any] | None = None,
+        group: TaskGroup | None = None,
     ) -> list[TaskEntry]:
         _check_seconds("seconds_timeout", seconds_timeout, none=True)
         timeout = None if seconds_timeout is None else float(seconds_timeout)
@@ -588,7 +608,7 @@ class Controller:
             for key, data, command, packed, name in prepared:
                 if name is None:
                     name = self._fresh_name()
-                entry = TaskEntry(name, poppable, future=future)
+                entry = TaskEntry(name, poppable, future=future, group=group)
                 self._entries[name] = entry
                 entries.append(entry)
                 seed = task_seed(self.seed, self._pushed)
@@ -597,6 +617,7 @@ class Controller:
             self._unresolved += len(specs)
             if poppable:
                 self._unresolved_poppable += len(specs)
+
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._on_push, specs)
         return entries
@@ -607,23 +628,17 @@ class Controller:
             if name not in self._entries:
                 return name
 
-    def _wait_entries(self, entries: list[TaskEntry], show_progress: bool) -> None:
+    def _wait_group(self, group: TaskGroup, show_progress: bool) -> None:
         if not show_progress:
-            with self._changed:
-                for entry in entries:
-                    self._changed.wait_for(functools.partial(_has_result, entry))
+            group.done.wait()
             return
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
-            job = bar.add_task("tasks", total=len(entries))
-            done = 0
-            while done < len(entries):
-                with self._changed:
-                    self._changed.wait(timeout=0.2)
-                    while done < len(entries) and entries[done].result is not None:
-                        done += 1
-                bar.update(job, completed=done)
+            job = bar.add_task("tasks", total=group.size)
+            while not group.done.wait(timeout=0.2):
+                bar.update(job, completed=group.size - group.remaining)
+            bar.update(job, completed=group.size)
 
     # ----- the event-loop side ----------------------------------------------------------
 
@@ -690,7 +705,10 @@ class Controller:
             if entry.poppable:
                 self._unresolved_poppable -= 1
                 self._resolved.append(entry)
-            self._changed.notify_all()
+            if entry.group is not None:
+                entry.group.resolved_one()
+            if self._waiters:
+                self._changed.notify_all()
         future = entry.future
         if future is not None and not future.cancelled():
             if result.ok:
@@ -854,10 +872,6 @@ class Controller:
         while self._scheduler.workers and loop.time() < deadline:
             await asyncio.sleep(0.01)
         await server.close()
-
-
-def _has_result(entry: TaskEntry) -> bool:
-    return entry.result is not None
 
 
 def _pickle_function(fn: Callable[..., Any]) -> _Function:

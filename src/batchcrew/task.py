@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,35 @@ from batchcrew.results import Result
 
 if TYPE_CHECKING:
     from batchcrew.controller import Controller
+
+
+class TaskGroup:
+    """Tasks waited for together (one `map`): a count and an event, so that resolving a task
+    of the group wakes nobody until the last one.
+
+    Example:
+        >>> group = TaskGroup()
+        >>> group.add(1); group.resolved_one(); group.done.is_set()
+        True
+    """
+
+    __slots__ = ("done", "remaining", "size")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.remaining = 0
+        self.done = threading.Event()
+
+    def add(self, count: int) -> None:
+        """Count `count` more tasks (before any of them resolves)."""
+        self.size += count
+        self.remaining += count
+
+    def resolved_one(self) -> None:
+        """One task of the group has its result."""
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done.set()
 
 
 @dataclass(slots=True, eq=False)
@@ -24,6 +54,7 @@ class TaskEntry:
     poppable: bool
     result: Result | None = None
     future: concurrent.futures.Future[object] | None = None
+    group: TaskGroup | None = None
 
 
 class Task:
