@@ -46,7 +46,7 @@ def seconds_until_round(
 
     Rounds are at least `seconds_interval` apart, so a burst of pushes becomes one launch of
     many workers (one AWS array job); after launches fail in a row the pause doubles, up to
-    `SECONDS_BACKOFF_MAX`.
+    `SECONDS_BACKOFF_MAX` (or `seconds_interval` when that is longer).
 
     Example:
         >>> seconds_until_round(Policy(2, 1.0), last_round=None, failures=0, now=5.0)
@@ -58,7 +58,8 @@ def seconds_until_round(
         return 0.0
     pause = policy.seconds_interval
     if failures:
-        pause = min(max(pause, 0.5) * 2 ** min(failures, 16), SECONDS_BACKOFF_MAX)
+        backoff = max(pause, 0.5) * 2 ** min(failures, 16)
+        pause = max(pause, min(backoff, SECONDS_BACKOFF_MAX))
     return max(0.0, last_round + pause - now)
 
 

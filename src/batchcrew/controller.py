@@ -180,6 +180,7 @@ class Controller:
             tasks_max=tasks_max,
             crashes_max=crashes_max,
             levels=launcher.levels,
+            workers=workers,
         )
         self._policy = Policy(workers=workers, seconds_interval=float(seconds_interval))
         self._lock = threading.Lock()
@@ -200,7 +201,6 @@ class Controller:
         self._handles: dict[str, Any] = {}
         self._last_round: float | None = None
         self._round_scheduled = False
-        self._launch_failures = 0
         self._last_heartbeat = 0.0
         self._last_poll = 0.0
 
@@ -741,7 +741,8 @@ class Controller:
         loop = self._loop
         assert loop is not None
         now = loop.time()
-        wait = seconds_until_round(self._policy, self._last_round, self._launch_failures, now)
+        failures = self._scheduler.launch_failures
+        wait = seconds_until_round(self._policy, self._last_round, failures, now)
         if wait > 0:
             if not self._round_scheduled:
                 self._round_scheduled = True
@@ -798,7 +799,6 @@ class Controller:
         if error is None:
             self._handles[launch] = future.result()
             return
-        self._launch_failures += 1
         self.launcher.record_error(f"launch {launch} failed: {error}")
         self._scheduler.launch_failed(launch, None, loop.time())
         assert self._server is not None
@@ -827,7 +827,6 @@ class Controller:
         for index, reason in future.result().items():
             if index in state.connected or index in state.closed:
                 continue
-            self._launch_failures += 1
             self.launcher.record_error(
                 f"worker {index} of launch {launch} ended before connecting: {reason}"
             )

@@ -211,6 +211,8 @@ class Limits:
     tasks_max: int | None = None
     crashes_max: int = 5
     levels: int = 1
+    workers: int = 1
+    """The most workers at once: tasks are prefetched only when no more may be launched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,14 +250,23 @@ class Scheduler:
         self.departed: list[WorkerState] = []
         self.launches: dict[str, LaunchState] = {}
         self.open_launches: dict[str, LaunchState] = {}
+        self.launch_failures = 0
+        """Workers that ended before connecting since the last one connected (for back-off)."""
 
     # ----- events -----------------------------------------------------------------------
 
     def push(self, specs: Iterable[TaskSpec], now: float) -> list[Action]:
-        """Queue new tasks (names must not be held) and hand them to idle workers."""
+        """Queue new tasks (names must not be held) and hand them to idle workers.
+
+        All or nothing: if one name is held, no task of the batch is queued.
+        """
+        specs = list(specs)
+        names = [spec.name for spec in specs]
+        taken = [name for name in names if name in self.tasks]
+        if taken or len(set(names)) != len(names):
+            duplicate = taken[0] if taken else next(n for n in names if names.count(n) > 1)
+            raise ValueError(f"a task named {duplicate!r} is still held")
         for spec in specs:
-            if spec.name in self.tasks:
-                raise ValueError(f"a task named {spec.name!r} is still held")
             state = TaskState(spec)
             self.tasks[spec.name] = state
             self._enqueue(state, front=False)
@@ -273,7 +284,11 @@ class Scheduler:
         if state is None:
             return
         closed = range(state.count) if indices is None else indices
-        state.closed.update(index for index in closed if index not in state.connected)
+        ended = {
+            index for index in closed if 0 <= index < state.count and index not in state.connected
+        } - state.closed
+        self.launch_failures += len(ended)
+        state.closed.update(ended)
 
     def worker_connected(self, worker: str, launch: str, index: int, now: float) -> list[Action]:
         """A worker passed authentication. Returns actions; raises `ConnectionRefused`."""
@@ -289,6 +304,7 @@ class Scheduler:
         if worker in self.workers:
             raise ConnectionRefused(f"worker {worker} is already connected")
         state.connected.add(index)
+        self.launch_failures = 0
         self.workers[worker] = WorkerState(
             id=worker,
             launch=launch,
@@ -373,6 +389,8 @@ class Scheduler:
                 actions.append(SendCancel(task.worker, name))
             outcome = Outcome("cancel", error="cancelled")
             holder = self.workers.get(task.worker) if task.worker else None
+            if holder is not None and holder.held and holder.held[0] is not task:
+                task.attempts -= 1  # prefetched, never started
             actions.append(Resolve(self._result(task, "cancel", outcome, holder)))
         return actions
 
@@ -381,7 +399,8 @@ class Scheduler:
         actions: list[Action] = []
         for state in list(self.workers.values()):
             if now - state.last_seen > SECONDS_SILENCE:
-                actions.append(Disconnect(state.id, f"silent for {now - state.last_seen:.0f} s"))
+                state.retiring = f"silent for {now - state.last_seen:.0f} s"  # no more work
+                actions.append(Disconnect(state.id, state.retiring))
                 continue
             if state.held:
                 actions += self._timeout_backstop(state, now)
@@ -454,11 +473,12 @@ class Scheduler:
                     return task
         return None
 
-    def _accepts(self, state: WorkerState, depth: int) -> bool:
+    def _accepts(self, state: WorkerState, depth: int, now: float) -> bool:
         if state.retiring is not None or len(state.held) > depth:
             return False
-        if state.held and self.limits.seconds_wall is not None:
-            return False  # a prefetched task could outlive the wall time
+        wall = self.limits.seconds_wall
+        if wall is not None and (state.held or now - state.connected_at >= wall):
+            return False  # past its wall time, or a prefetched task could outlive it
         limit = self.limits.tasks_max
         return limit is None or state.tasks + len(state.held) < limit
 
@@ -476,7 +496,7 @@ class Scheduler:
         if not any(self.queued):
             return actions
         for state in self.workers.values():
-            if not state.held and self._accepts(state, 0):
+            if not state.held and self._accepts(state, 0, now):
                 task = self._next_task(state.level)
                 if task is not None:
                     actions.append(self._give(state, task, now))
@@ -487,7 +507,7 @@ class Scheduler:
     def _fill(self, state: WorkerState, now: float) -> list[Action]:
         """Give a worker a task if it is idle, and one more if work is left over."""
         actions: list[Action] = []
-        while any(self.queued) and self._accepts(state, PREFETCH):
+        while any(self.queued) and self._accepts(state, PREFETCH, now):
             if state.held and self._surplus() <= 0:
                 break
             task = self._next_task(state.level)
@@ -503,10 +523,16 @@ class Scheduler:
         return actions + self._retire_if_due(state, now)
 
     def _surplus(self) -> int:
-        """Queued tasks beyond what the workers still launching will take."""
+        """Queued tasks that no idle, launching or launchable worker will take.
+
+        While more workers may be launched, nothing is prefetched: a second long task must
+        not wait behind the first on a busy worker while a new worker could run it.
+        """
         for launch_id in [key for key, launch in self.open_launches.items() if not launch.pending]:
             del self.open_launches[launch_id]
-        return sum(self.queued) - sum(launch.pending for launch in self.open_launches.values())
+        pending = sum(launch.pending for launch in self.open_launches.values())
+        room = self.limits.workers - len(self.workers) - pending
+        return sum(self.queued) - pending - max(0, room)
 
     def _retire_if_due(self, state: WorkerState, now: float) -> list[Action]:
         if state.retiring is None:
@@ -542,8 +568,10 @@ class Scheduler:
             message = f"no answer {timeout + SECONDS_TIMEOUT_GRACE:g} s after the task started"
             outcome = Outcome("timeout", error=message, seconds=now - task.started_at)
             actions.append(Resolve(self._result(task, "timeout", outcome, state)))
-        state.held.popleft()
-        actions.append(Disconnect(state.id, f"task {task.spec.name} overran its timeout"))
+        # Still held until the worker is lost: what it prefetched then goes back without a
+        # crash, and a written-off worker takes no more work meanwhile.
+        state.retiring = f"task {task.spec.name} overran its timeout"
+        actions.append(Disconnect(state.id, state.retiring))
         return actions
 
     def _take_held(self, state: WorkerState, name: str) -> TaskState | None:
