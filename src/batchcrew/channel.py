@@ -40,7 +40,7 @@ class Channel:
         self._incoming = incoming or ssl.MemoryBIO()
         self._outgoing = outgoing or ssl.MemoryBIO()
         self._lock = threading.Lock()
-        self._buffer = bytearray()
+        self._parser = protocol.FrameParser(protocol.BODY_BYTES_MAX)
         self._frames: deque[Frame] = deque()
         self.closed = False
 
@@ -114,12 +114,13 @@ class Channel:
                 self.closed = True
                 raise ConnectionError("the controller closed the connection")
             if self._tls is None:
-                self._buffer += data
+                frames = self._parser.feed(data)
             else:
                 self._incoming.write(data)
+                frames = []
                 while True:
                     try:
-                        self._buffer += self._tls.read(RECEIVE_BYTES)
+                        frames += self._parser.feed(self._tls.read(RECEIVE_BYTES))
                     except ssl.SSLWantReadError:
                         break
                     except ssl.SSLZeroReturnError:
@@ -127,7 +128,6 @@ class Channel:
                         raise ConnectionError("the controller closed the TLS session") from None
                 if self._outgoing.pending:  # post-handshake messages the TLS layer answers
                     self.sock.sendall(self._outgoing.read())
-            frames = self._parse()
             self._frames.extend(frames)
             return frames
 
@@ -137,19 +137,3 @@ class Channel:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
-
-    def _parse(self) -> list[Frame]:
-        frames: list[Frame] = []
-        buffer = self._buffer
-        size = protocol.PREFIX.size
-        while len(buffer) >= size:
-            kind, header_length, body_length = protocol.parse_prefix(
-                bytes(buffer[:size]), protocol.BODY_BYTES_MAX
-            )
-            end = size + header_length + body_length
-            if len(buffer) < end:
-                break
-            header = protocol.decode_header(bytes(buffer[size : size + header_length]))
-            frames.append(Frame(kind, header, bytes(buffer[size + header_length : end])))
-            del buffer[:end]
-        return frames

@@ -113,6 +113,46 @@ def decode_header(data: bytes) -> dict[str, Any]:
     return header
 
 
+class FrameParser:
+    """Turn a byte stream into frames, checking each prefix before its body arrives.
+
+    Sans-I/O: feed it whatever bytes came in, get back the frames they complete.
+
+    Example:
+        >>> parser = FrameParser(body_bytes_max=0)
+        >>> data = encode(Kind.HEARTBEAT, {})
+        >>> parser.feed(data[:5]), parser.feed(data[5:])
+        ([], [Frame(kind=<Kind.HEARTBEAT: 8>, header={}, body=b'')])
+    """
+
+    def __init__(self, body_bytes_max: int) -> None:
+        self.body_bytes_max = body_bytes_max
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add bytes; return the frames completed so far. Raises `ProtocolError`."""
+        buffer = self._buffer
+        buffer += data
+        frames: list[Frame] = []
+        size = PREFIX.size
+        while len(buffer) >= size:
+            kind, header_length, body_length = parse_prefix(
+                bytes(buffer[:size]), self.body_bytes_max
+            )
+            end = size + header_length + body_length
+            if len(buffer) < end:
+                break
+            header = decode_header(bytes(buffer[size : size + header_length]))
+            frames.append(Frame(kind, header, bytes(buffer[size + header_length : end])))
+            del buffer[:end]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not make a whole frame yet."""
+        return len(self._buffer)
+
+
 def versions() -> dict[str, str]:
     """The versions a worker and its controller must agree on.
 

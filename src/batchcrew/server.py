@@ -1,7 +1,8 @@
 """The controller's listening side: TLS connections from workers, frames in and out.
 
 It authenticates workers, turns their frames into scheduler events and the scheduler's
-actions into frames. It runs on the controller's event-loop thread and never blocks it.
+actions into frames. It runs on the controller's event-loop thread and never blocks it:
+frames are parsed as bytes arrive (no coroutine per frame).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from batchcrew import protocol
 from batchcrew.errors import ProtocolError
-from batchcrew.protocol import FunctionCache, Kind, versions
+from batchcrew.protocol import Frame, FrameParser, FunctionCache, Kind, versions
 from batchcrew.scheduler import (
     Action,
     ConnectionRefused,
@@ -32,6 +33,8 @@ logger = logging.getLogger("batchcrew.server")
 
 SECONDS_HELLO = 10.0
 """How long a new connection has to complete TLS and say HELLO."""
+
+REASONS_KEPT = 100
 
 
 @dataclass
@@ -47,13 +50,6 @@ class ServerCounts:
     protocol_errors: int = 0
     handshake_failures: int = 0
     reasons: list[str] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class _Peer:
-    worker: str
-    writer: asyncio.StreamWriter
-    functions: FunctionCache = field(default_factory=FunctionCache)
 
 
 class Server:
@@ -83,30 +79,26 @@ class Server:
         self.host = host
         self.port = port
         self.counts = ServerCounts()
-        self._tokens: dict[str, str] = {}
-        self._peers: dict[str, _Peer] = {}
         self.identities: dict[str, tuple[str, int | None]] = {}
         """Host name and process id each worker gave in its HELLO."""
-        self._connections: set[asyncio.Task[None]] = set()
+        self._tokens: dict[str, str] = {}
+        self._peers: dict[str, _Connection] = {}
+        self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._versions = versions()
 
     async def start(self) -> None:
         """Listen; `self.port` becomes the port actually bound."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Accepted(self), self.host, self.port)
+        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
         """Stop listening and close every connection."""
         if self._server is not None:
             self._server.close()
-        for peer in list(self._peers.values()):
-            peer.writer.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.wait(self._connections, timeout=2.0)
+        for connection in list(self._connections):
+            connection.close()
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=2.0)
@@ -120,6 +112,7 @@ class Server:
         self._tokens.pop(launch, None)
 
     def send_task(self, worker: str, task: TaskSpec) -> None:
+        """Send a task; its function travels only if this worker does not hold it yet."""
         peer = self._peers.get(worker)
         if peer is None:
             return
@@ -131,108 +124,44 @@ class Server:
         else:
             header["function_size"] = len(task.function_data)
             body = task.function_data + task.arguments
-        peer.writer.write(protocol.encode(Kind.TASK, header, body))
+        peer.write(protocol.encode(Kind.TASK, header, body))
 
     def send(self, worker: str, kind: Kind, header: dict[str, Any]) -> None:
+        """Send a control frame (EXIT, CANCEL) to one worker."""
         peer = self._peers.get(worker)
-        if peer is not None and not peer.writer.is_closing():
-            peer.writer.write(protocol.encode(kind, header))
+        if peer is not None:
+            peer.write(protocol.encode(kind, header))
 
     def broadcast(self, kind: Kind, header: dict[str, Any]) -> None:
+        """Send a control frame to every connected worker."""
         data = protocol.encode(kind, header)
         for peer in self._peers.values():
-            if not peer.writer.is_closing():
-                peer.writer.write(data)
+            peer.write(data)
 
     def disconnect(self, worker: str, reason: str) -> None:
+        """Drop a worker's connection."""
         peer = self._peers.get(worker)
         if peer is not None:
             logger.warning("dropping worker %s: %s", worker, reason)
-            peer.writer.close()
+            peer.close()
 
-    # ----- connections ------------------------------------------------------------------
+    # ----- for connections --------------------------------------------------------------
 
-    async def open(self, transport: asyncio.Transport) -> None:
-        """Set up TLS (if on) on a new connection, then serve it."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader(limit=protocol.HEADER_BYTES_MAX, loop=loop)
-            stream = asyncio.StreamReaderProtocol(reader, loop=loop)
-            address = transport.get_extra_info("peername")
-            if self.ssl_context is None:
-                transport.set_protocol(stream)
-                transport.resume_reading()
-            else:
-                plain = transport
-                try:
-                    secured = await loop.start_tls(
-                        plain,
-                        stream,
-                        self.ssl_context,
-                        server_side=True,
-                        ssl_handshake_timeout=SECONDS_HELLO,
-                    )
-                except (TimeoutError, OSError) as error:
-                    plain.close()
-                    self.counts.handshake_failures += 1
-                    self._refused(f"TLS handshake with {address} failed: {error!r}")
-                    return
-                if secured is None:
-                    plain.close()
-                    return
-                transport = secured
-            stream.connection_made(transport)
-            writer = asyncio.StreamWriter(transport, stream, reader, loop)
-            await self._serve(reader, writer, address)
-        finally:
-            self._connections.discard(task)
-
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: Any
-    ) -> None:
-        worker: str | None = None
-        try:
-            worker = await self._greet(reader, writer, address)
-            if worker is not None:
-                await self._listen(worker, reader)
-        except ProtocolError as error:
-            self.counts.protocol_errors += 1
-            self._refused(f"protocol error from {address}: {error}")
-        except (TimeoutError, ConnectionError, ssl.SSLError) as error:
-            if worker is None:
-                self._refused(f"connection from {address} failed before HELLO: {error!r}")
-            else:
-                logger.info("worker %s connection ended: %r", worker, error)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            writer.close()
-            if worker is not None:
-                self._peers.pop(worker, None)
-                self.apply(self.scheduler.worker_lost(worker, asyncio.get_running_loop().time()))
-
-    async def _greet(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: Any
-    ) -> str | None:
-        frame = await asyncio.wait_for(read_frame(reader, 0), timeout=SECONDS_HELLO)
-        if frame is None:
-            self._refused(f"connection from {address} closed before HELLO")
-            return None
-        if frame.kind is not Kind.HELLO:
-            raise ProtocolError(f"expected HELLO, got {frame.kind.name}")
-        hello = frame.header
-        launch = str(hello.get("launch", ""))
-        token = str(hello.get("token", ""))
+    def greet(self, connection: _Connection, hello: Frame) -> str | None:
+        """Check a HELLO; welcome the worker (its id) or refuse it (None)."""
+        if hello.kind is not Kind.HELLO:
+            raise ProtocolError(f"expected HELLO, got {hello.kind.name}")
+        header = hello.header
+        address = connection.address
+        launch = str(header.get("launch", ""))
+        token = str(header.get("token", ""))
         expected = self._tokens.get(launch)
         if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
-            self._refused(f"connection from {address}: wrong token or unknown launch {launch!r}")
-            writer.write(protocol.encode(Kind.REFUSE, {"reason": "authentication failed"}))
+            self.refused(f"connection from {address}: wrong token or unknown launch {launch!r}")
+            connection.write(protocol.encode(Kind.REFUSE, {"reason": "authentication failed"}))
             return None
-        mismatch = self._version_mismatch(hello)
-        index = hello.get("index")
+        mismatch = self._version_mismatch(header)
+        index = header.get("index")
         worker = f"{launch}-{index}"
         try:
             if mismatch:
@@ -242,22 +171,52 @@ class Server:
             now = asyncio.get_running_loop().time()
             actions = self.scheduler.worker_connected(worker, launch, index, now)
         except ConnectionRefused as refusal:
-            self._refused(f"worker {worker} from {address} refused: {refusal}")
+            self.refused(f"worker {worker} from {address} refused: {refusal}")
             if mismatch:
                 # The launch is ours but cannot serve: stop waiting for it and say why.
                 indices = [index] if isinstance(index, int) else None
                 now = asyncio.get_running_loop().time()
                 self.scheduler.launch_failed(launch, indices, now)
                 self.report(f"launch {launch}: worker refused: {mismatch}")
-            writer.write(protocol.encode(Kind.REFUSE, {"reason": str(refusal)}))
+            connection.write(protocol.encode(Kind.REFUSE, {"reason": str(refusal)}))
             return None
-        self._peers[worker] = _Peer(worker, writer)
-        pid = hello.get("pid")
-        self.identities[worker] = (str(hello.get("host")), pid if isinstance(pid, int) else None)
-        writer.write(protocol.encode(Kind.WELCOME, {"worker": worker}))
-        logger.info("worker %s connected from %s (pid %s)", worker, address, hello.get("pid"))
+        self._peers[worker] = connection
+        pid = header.get("pid")
+        self.identities[worker] = (str(header.get("host")), pid if isinstance(pid, int) else None)
+        connection.write(protocol.encode(Kind.WELCOME, {"worker": worker}))
+        logger.info("worker %s connected from %s (pid %s)", worker, address, pid)
         self.apply(actions)
         return worker
+
+    def received(self, worker: str, frame: Frame) -> None:
+        """A frame from a welcomed worker."""
+        now = asyncio.get_running_loop().time()
+        if frame.kind is Kind.RESULT:
+            name, outcome = _outcome(frame.header, frame.body)
+            self.apply(self.scheduler.result_received(worker, name, outcome, now))
+        elif frame.kind is Kind.HEARTBEAT:
+            self.scheduler.heard_from(worker, now)
+        else:
+            raise ProtocolError(f"a worker may not send {frame.kind.name}")
+
+    def opened(self, connection: _Connection) -> None:
+        self._connections.add(connection)
+
+    def closed(self, connection: _Connection) -> None:
+        """A connection ended: a welcomed worker is lost to the scheduler."""
+        self._connections.discard(connection)
+        worker = connection.worker
+        if worker is not None and self._peers.get(worker) is connection:
+            del self._peers[worker]
+            now = asyncio.get_running_loop().time()
+            self.apply(self.scheduler.worker_lost(worker, now))
+
+    def refused(self, message: str) -> None:
+        """Count and log a refused connection."""
+        self.counts.refused += 1
+        self.counts.reasons.append(message)
+        del self.counts.reasons[:-REASONS_KEPT]
+        logger.warning("%s", message)
 
     def _version_mismatch(self, hello: dict[str, Any]) -> str | None:
         names = {"protocol": "protocol", "python": "Python", "cloudpickle": "cloudpickle"}
@@ -273,59 +232,110 @@ class Server:
             )
         return None
 
-    async def _listen(self, worker: str, reader: asyncio.StreamReader) -> None:
-        scheduler, apply, loop = self.scheduler, self.apply, asyncio.get_running_loop()
-        while True:
-            frame = await read_frame(reader, protocol.BODY_BYTES_MAX)
-            if frame is None:
-                return
-            if frame.kind is Kind.RESULT:
-                name, outcome = _outcome(frame.header, frame.body)
-                apply(scheduler.result_received(worker, name, outcome, loop.time()))
-            elif frame.kind is Kind.HEARTBEAT:
-                scheduler.heard_from(worker, loop.time())
-            else:
-                raise ProtocolError(f"a worker may not send {frame.kind.name}")
 
-    def _refused(self, message: str) -> None:
-        self.counts.refused += 1
-        self.counts.reasons.append(message)
-        del self.counts.reasons[:-100]
-        logger.warning("%s", message)
-
-
-async def read_frame(reader: asyncio.StreamReader, body_bytes_max: int) -> protocol.Frame | None:
-    """Read one frame; None at a clean end of stream, `ProtocolError` on anything malformed.
-
-    Example:
-        >>> async def first(reader):
-        ...     return await read_frame(reader, protocol.BODY_BYTES_MAX)
-    """
-    try:
-        prefix = await reader.readexactly(protocol.PREFIX.size)
-    except asyncio.IncompleteReadError as error:
-        if error.partial:
-            raise ProtocolError("connection closed inside a frame prefix") from None
-        return None
-    kind, header_length, body_length = protocol.parse_prefix(prefix, body_bytes_max)
-    try:
-        header_bytes = await reader.readexactly(header_length)
-        body = await reader.readexactly(body_length) if body_length else b""
-    except asyncio.IncompleteReadError:
-        raise ProtocolError(f"connection closed inside a {kind.name} frame") from None
-    return protocol.Frame(kind, protocol.decode_header(header_bytes), body)
-
-
-class _Accepted(asyncio.Protocol):
-    """A new TCP connection, paused until TLS is set up so no byte is read too early."""
+class _Connection(asyncio.Protocol):
+    """One TCP connection: paused until TLS is up, then HELLO, then frames as they arrive."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.worker: str | None = None
+        self.address: Any = None
+        self.functions = FunctionCache()
+        self.parser = FrameParser(body_bytes_max=0)  # no body before authentication
+        self.transport: asyncio.Transport | None = None
+        self._hello_timer: asyncio.TimerHandle | None = None
+        self._upgrade: asyncio.Task[None] | None = None
+        self._early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if self.transport is not None:
+            return  # the TLS transport replacing the plain one: already set up below
+        self.address = transport.get_extra_info("peername")
+        self.server.opened(self)
+        loop = asyncio.get_running_loop()
+        self._hello_timer = loop.call_later(SECONDS_HELLO, self._too_slow)
+        if self.server.ssl_context is None:
+            self.transport = transport
+            return
+        # Nothing is read until TLS is set up on this very connection.
         transport.pause_reading()
-        self.opening = asyncio.ensure_future(self.server.open(transport))
+        self._upgrade = asyncio.ensure_future(self._start_tls(transport))
+
+    async def _start_tls(self, plain: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        context = self.server.ssl_context
+        assert context is not None
+        try:
+            secured = await loop.start_tls(
+                plain, self, context, server_side=True, ssl_handshake_timeout=SECONDS_HELLO
+            )
+        except (TimeoutError, OSError) as error:
+            plain.close()
+            self.server.counts.handshake_failures += 1
+            self.server.refused(f"TLS handshake with {self.address} failed: {error!r}")
+            return
+        if secured is None:
+            plain.close()
+            return
+        self.transport = secured
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            # TLS delivers the first bytes before start_tls returns the transport to answer on.
+            self._early.append(data)
+            return
+        try:
+            for frame in self.parser.feed(data):
+                if self.worker is None:
+                    self._hello(frame)
+                    if self.worker is None:
+                        return
+                else:
+                    self.server.received(self.worker, frame)
+        except ProtocolError as error:
+            self.server.counts.protocol_errors += 1
+            self.server.refused(f"protocol error from {self.worker or self.address}: {error}")
+            self.close()
+
+    def _hello(self, frame: Frame) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        self.worker = self.server.greet(self, frame)
+        if self.worker is None:
+            self.close()
+            return
+        self.parser.body_bytes_max = protocol.BODY_BYTES_MAX
+
+    def _too_slow(self) -> None:
+        if self.worker is None:
+            self.server.refused(f"connection from {self.address}: no HELLO in {SECONDS_HELLO:g} s")
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        if self.parser.buffered:
+            self.server.counts.protocol_errors += 1
+            self.server.refused(f"connection from {self.worker or self.address} ended mid-frame")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        self.server.closed(self)
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if self._upgrade is not None and not self._upgrade.done():
+            self._upgrade.cancel()
 
 
 def _outcome(header: dict[str, Any], body: bytes) -> tuple[str, Outcome]:

@@ -1,53 +1,45 @@
-"""Frame encoding and the checks a reader makes before it reads a body."""
+"""Frame encoding and the checks the parser makes before a body arrives."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 
 from batchcrew import protocol
 from batchcrew.errors import ProtocolError
-from batchcrew.protocol import Frame, Kind
-from batchcrew.server import read_frame
+from batchcrew.protocol import Frame, FrameParser, FunctionCache, Kind, function_key
 
 
-def _read(data: bytes, body_bytes_max: int = protocol.BODY_BYTES_MAX) -> Frame | None:
-    async def go() -> Frame | None:
-        reader = asyncio.StreamReader()
-        reader.feed_data(data)
-        reader.feed_eof()
-        return await read_frame(reader, body_bytes_max)
-
-    return asyncio.run(go())
-
-
-def test_round_trip_with_body() -> None:
+def test_round_trip_with_body_in_any_chunks() -> None:
     data = protocol.encode(Kind.TASK, {"name": "t1", "seed": 3}, b"payload")
-    assert _read(data) == Frame(Kind.TASK, {"name": "t1", "seed": 3}, b"payload")
+    data += protocol.encode(Kind.HEARTBEAT, {})
+    for chunk in (1, 3, 7, len(data)):
+        parser = FrameParser(protocol.BODY_BYTES_MAX)
+        frames: list[Frame] = []
+        for start in range(0, len(data), chunk):
+            frames += parser.feed(data[start : start + chunk])
+        assert frames == [
+            Frame(Kind.TASK, {"name": "t1", "seed": 3}, b"payload"),
+            Frame(Kind.HEARTBEAT, {}),
+        ]
+        assert parser.buffered == 0
 
 
-def test_clean_end_of_stream_is_none() -> None:
-    assert _read(b"") is None
-
-
-def test_truncated_frames_are_errors() -> None:
+def test_partial_frame_stays_buffered() -> None:
+    parser = FrameParser(protocol.BODY_BYTES_MAX)
     data = protocol.encode(Kind.RESULT, {"name": "t"}, b"0123456789")
-    with pytest.raises(ProtocolError, match="inside a frame prefix"):
-        _read(data[:4])
-    with pytest.raises(ProtocolError, match="inside a RESULT frame"):
-        _read(data[:-3])
+    assert parser.feed(data[:-3]) == []
+    assert parser.buffered == len(data) - 3
 
 
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(ProtocolError, match="unknown frame kind 200"):
-        protocol.parse_prefix(protocol.PREFIX.pack(200, 2, 0), 0)
+        FrameParser(0).feed(protocol.PREFIX.pack(200, 2, 0))
 
 
 def test_oversize_body_is_refused_from_the_prefix_alone() -> None:
     prefix = protocol.PREFIX.pack(Kind.HELLO, 2, 5000)
     with pytest.raises(ProtocolError, match="body of 5000 bytes is over the 10 limit"):
-        _read(prefix, body_bytes_max=10)
+        FrameParser(10).feed(prefix)
 
 
 def test_oversize_header_is_refused() -> None:
@@ -61,3 +53,13 @@ def test_oversize_header_is_refused() -> None:
 def test_header_must_be_a_json_object(header: bytes) -> None:
     with pytest.raises(ProtocolError):
         protocol.decode_header(header)
+
+
+def test_function_caches_evict_alike() -> None:
+    controller_side, worker_side = FunctionCache(capacity=2), FunctionCache(capacity=2)
+    keys = ["a", "b", "a", "c", "b", "a", "d", "d"]
+    sent = [controller_side.seen(key) for key in keys]
+    received = [worker_side.seen(key, key.encode()) for key in keys]
+    assert sent == received == [False, False, True, False, False, False, False, True]
+    assert worker_side.get("d") == b"d"
+    assert function_key(b"x") == function_key(b"x") != function_key(b"y")
