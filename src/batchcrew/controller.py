@@ -23,9 +23,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import cloudpickle
-
-from batchcrew import protocol
 from batchcrew.autoscale import Policy, plan_launches, seconds_until_round
 from batchcrew.errors import BatchcrewError, TaskError
 from batchcrew.launchers.base import Launcher, LaunchRequest
@@ -44,6 +41,7 @@ from batchcrew.scheduler import (
     TerminateLaunch,
 )
 from batchcrew.seeds import controller_seed, task_seed
+from batchcrew.serialization import dumps_function, dumps_value
 from batchcrew.server import Server, ServerCounts
 from batchcrew.task import Task, TaskEntry, TaskGroup
 from batchcrew.tls import TLS
@@ -590,7 +588,7 @@ class Controller:
             if name is not None and (not isinstance(name, str) or not name):
                 raise ValueError(f"a task name must be a non-empty string, not {name!r}")
             try:
-                packed = cloudpickle.dumps((args, kwargs), protocol=protocol.PICKLE_PROTOCOL)
+                packed = dumps_value((args, kwargs))
             except Exception as error:
                 raise TypeError(
                     f"the arguments of {describe_call(fn, args, kwargs)} cannot be pickled: {error}"
@@ -877,7 +875,7 @@ def _pickle_function(fn: Callable[..., Any]) -> _Function:
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
     try:
-        data = cloudpickle.dumps(fn, protocol=protocol.PICKLE_PROTOCOL)
+        data = dumps_function(fn)
     except Exception as error:
         raise TypeError(f"fn {fn!r} cannot be pickled: {error}") from error
     return function_key(data), data, fn

@@ -25,7 +25,6 @@ PREFIX = struct.Struct("!BII")
 HEADER_BYTES_MAX = 1 << 16
 HELLO_BYTES_MAX = 4096
 BODY_BYTES_MAX = 1 << 31
-PICKLE_PROTOCOL = 5
 SECONDS_HEARTBEAT = 5.0
 """Each side sends a HEARTBEAT this often, so the other knows it is alive."""
 FUNCTIONS_CACHED = 64

@@ -26,8 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
 from batchcrew import protocol
 from batchcrew.channel import Channel
 from batchcrew.errors import ProtocolError
@@ -38,6 +36,7 @@ from batchcrew.protocol import (
     Kind,
     versions,
 )
+from batchcrew.serialization import dumps_value
 
 logger = logging.getLogger("batchcrew.worker")
 
@@ -230,22 +229,11 @@ class _Runner:
         if status != "success":
             return _result_frame(name, status, seconds, error=error, trace=trace, notes=notes)
         try:
-            body = _pickle_value(value)
+            body = dumps_value(value)
         except Exception as exception:  # noqa: BLE001 (an unpicklable value is a task error)
             error = f"the result could not be pickled: {type(exception).__name__}: {exception}"
             return _result_frame(name, "error", seconds, error=error, notes=notes)
         return _result_frame(name, "success", seconds, notes=notes, body=body)
-
-
-_PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
-
-
-def _pickle_value(value: Any) -> bytes:
-    # Plain values skip cloudpickle's Python-level pickler: same bytes, a fraction of the time.
-    if type(value) in _PLAIN_TYPES:
-        return pickle.dumps(value, protocol=protocol.PICKLE_PROTOCOL)
-    data: bytes = cloudpickle.dumps(value, protocol=protocol.PICKLE_PROTOCOL)
-    return data
 
 
 def _result_frame(
