@@ -152,7 +152,11 @@ def test_oversize_frame_is_refused_before_its_body(
 
 @pytest.mark.parametrize(
     ("field", "theirs", "label"),
-    [("python", "2.7", "Python"), ("cloudpickle", "0.1.0", "cloudpickle"), ("protocol", "99", "protocol")],
+    [
+        ("python", "2.7", "Python"),
+        ("cloudpickle", "0.1.0", "cloudpickle"),
+        ("protocol", "99", "protocol"),
+    ],
 )
 def test_version_mismatch_names_both_sides(
     recorded: tuple[bc.Controller, bc.LaunchRequest], field: str, theirs: str, label: str

@@ -36,7 +36,7 @@ def test_bad_arguments(arguments: dict[str, Any], error: type[Exception], messag
 
 
 def test_bad_launcher() -> None:
-    with pytest.raises(TypeError, match="launcher must be a batchcrew.Launcher"):
+    with pytest.raises(TypeError, match=r"launcher must be a batchcrew\.Launcher"):
         bc.Controller("local")  # type: ignore[arg-type]
 
 
@@ -48,7 +48,9 @@ def test_bad_launcher() -> None:
         ({"env": {"A": 1}}, TypeError, "env must be a mapping of strings"),
     ],
 )
-def test_bad_local_launcher(arguments: dict[str, Any], error: type[Exception], message: str) -> None:
+def test_bad_local_launcher(
+    arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
     with pytest.raises(error, match=message):
         bc.LocalLauncher(**arguments)
 

@@ -1,0 +1,345 @@
+"""How batchcrew reaches AWS: one boto3 session, cached clients, adaptive retries, clear errors.
+
+Owns region/profile/endpoint resolution and the one helper that turns botocore failures into
+`AWSError`. It makes no Batch or Logs calls of its own and knows nothing about jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
+
+import boto3
+import botocore.config
+import botocore.session
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
+
+from batchcrew.errors import AWSError
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+    from mypy_boto3_batch.client import BatchClient
+    from mypy_boto3_logs.client import CloudWatchLogsClient
+
+__all__ = ["AWSConfig", "error_code"]
+
+logger = logging.getLogger("batchcrew.aws.config")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+_REQUIRED_CREDENTIAL_KEYS = CREDENTIAL_KEYS[:2]
+_REGION_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
+_LAST_ERROR_KEY = "batchcrew_last_error"
+
+
+class AWSConfig:
+    """Where and how to call AWS: region, profile, endpoint, retries, and the clients themselves.
+
+    The region comes from `region`, then from the named `profile`, then from the `AWS_REGION`
+    and `AWS_DEFAULT_REGION` environment variables, then from the default profile
+    (`AWS_PROFILE` or `default`) in the AWS config file. Credentials follow boto3's usual chain
+    unless `credentials` gives them explicitly (handy for a local test server). Every client
+    retries throttling (HTTP 429 `TooManyRequestsException`) and server errors in botocore's
+    adaptive mode, up to `max_attempts` attempts in total. Clients are created once per
+    service and shared; `client()` is safe to call from many threads.
+
+    Example:
+        >>> aws = AWSConfig(
+        ...     region="us-east-1",
+        ...     endpoint_url="http://127.0.0.1:5000",
+        ...     credentials={"aws_access_key_id": "testing", "aws_secret_access_key": "testing"},
+        ... )
+        >>> aws.region
+        'us-east-1'
+        >>> batch = aws.client("batch")  # the same object on every call
+    """
+
+    __slots__ = (
+        "_botocore_config",
+        "_clients",
+        "_endpoint_url",
+        "_lock",
+        "_max_attempts",
+        "_profile",
+        "_region",
+        "_session",
+    )
+
+    def __init__(
+        self,
+        region: str | None = None,
+        profile: str | None = None,
+        endpoint_url: str | None = None,
+        max_attempts: int = 10,
+        *,
+        credentials: Mapping[str, str] | None = None,
+    ) -> None:
+        _check_optional_string("region", region)
+        _check_optional_string("profile", profile)
+        _check_optional_string("endpoint_url", endpoint_url)
+        if endpoint_url is not None and not endpoint_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"endpoint_url must start with http:// or https://, not {endpoint_url!r}"
+            )
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+            raise TypeError(f"max_attempts must be an int, not {type(max_attempts).__name__}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+        keys = _check_credentials(credentials)
+
+        core = botocore.session.Session(profile=profile)
+        try:
+            profile_settings: Mapping[str, Any] = core.get_scoped_config()
+        except ProfileNotFound as error:
+            origin = "" if profile is not None else " (named by AWS_PROFILE)"
+            raise ValueError(
+                f"profile: no AWS profile named {core.profile!r}{origin} in the AWS config files"
+            ) from error
+        resolved = _resolve_region(region, profile, profile_settings)
+        if not _REGION_PATTERN.match(resolved):
+            raise ValueError(f"region must look like 'us-east-1', not {resolved!r}")
+
+        self._region = resolved
+        self._profile = profile
+        self._endpoint_url = endpoint_url
+        self._max_attempts = max_attempts
+        self._session = boto3.session.Session(botocore_session=core, region_name=resolved, **keys)
+        self._botocore_config = botocore.config.Config(
+            region_name=resolved,
+            retries={"mode": "adaptive", "total_max_attempts": max_attempts},
+        )
+        self._clients: dict[str, BaseClient] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def given_or_default(cls, aws: AWSConfig | None) -> AWSConfig:
+        """`aws` itself, or `AWSConfig()` (region and keys from the environment) when None.
+
+        Example:
+            >>> config = AWSConfig(region="us-east-1")
+            >>> AWSConfig.given_or_default(config) is config
+            True
+        """
+        if aws is None:
+            return cls()
+        if not isinstance(aws, AWSConfig):
+            raise TypeError(f"aws must be an AWSConfig or None, not {type(aws).__name__}")
+        return aws
+
+    @property
+    def region(self) -> str:
+        """The AWS region every client of this configuration talks to.
+
+        Example:
+            >>> AWSConfig(region="eu-west-1").region
+            'eu-west-1'
+        """
+        return self._region
+
+    @property
+    def profile(self) -> str | None:
+        """The AWS profile given at construction, or None.
+
+        Example:
+            >>> AWSConfig(region="eu-west-1").profile is None
+            True
+        """
+        return self._profile
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The endpoint override (a local test server, a VPC endpoint), or None for AWS itself.
+
+        Example:
+            >>> AWSConfig(region="eu-west-1").endpoint_url is None
+            True
+        """
+        return self._endpoint_url
+
+    @property
+    def max_attempts(self) -> int:
+        """The total number of attempts botocore makes for one call, first try included.
+
+        Example:
+            >>> AWSConfig(region="eu-west-1", max_attempts=3).max_attempts
+            3
+        """
+        return self._max_attempts
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if hasattr(self, "_lock"):
+            raise AttributeError(f"AWSConfig is read-only; make a new one to change {name!r}")
+        object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return (
+            f"AWSConfig(region={self._region!r}, profile={self._profile!r}, "
+            f"endpoint_url={self._endpoint_url!r}, max_attempts={self._max_attempts})"
+        )
+
+    @overload
+    def client(self, service_name: Literal["batch"]) -> BatchClient: ...
+    @overload
+    def client(self, service_name: Literal["logs"]) -> CloudWatchLogsClient: ...
+    @overload
+    def client(self, service_name: str) -> BaseClient: ...
+
+    def client(self, service_name: str) -> Any:
+        """The shared boto3 client for `service_name`, created on first use.
+
+        Example:
+            >>> aws = AWSConfig(region="us-east-1")
+            >>> aws.client("batch") is aws.client("batch")
+            True
+        """
+        with self._lock:
+            existing = self._clients.get(service_name)
+            if existing is not None:
+                return existing
+            created = self._session.client(
+                service_name,  # type: ignore[call-overload]
+                endpoint_url=self._endpoint_url,
+                config=self._botocore_config,
+            )
+            self._watch_retries(created)
+            self._clients[service_name] = created
+            return created
+
+    def call(
+        self,
+        operation: str,
+        resource: str,
+        function: Callable[P, T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run `function(*args, **kwargs)`; a botocore failure becomes an `AWSError`.
+
+        The error names `operation` (the AWS API name, such as `SubmitJob`), this region and
+        `resource` (what was acted on, such as `job queue my-queue`), and keeps the original
+        exception as its `__cause__`.
+
+        Example:
+            >>> aws = AWSConfig(region="us-east-1")
+            >>> batch = aws.client("batch")
+            >>> aws.call("ListJobs", "job queue q", batch.list_jobs, jobQueue="q")  # doctest: +SKIP
+        """
+        try:
+            return function(*args, **kwargs)
+        except ClientError as error:
+            details = error.response.get("Error", {})
+            code = details.get("Code") or "ClientError"
+            message = details.get("Message") or str(error)
+            raise AWSError(operation, self._region, resource, f"{code}: {message}") from error
+        except NoCredentialsError as error:
+            reason = (
+                f"{error} (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "give a profile, or run on a machine with an IAM role)"
+            )
+            raise AWSError(operation, self._region, resource, reason) from error
+        except BotoCoreError as error:
+            reason = f"{type(error).__name__}: {error}"
+            raise AWSError(operation, self._region, resource, reason) from error
+
+    def _watch_retries(self, client: BaseClient) -> None:
+        """Log every retry botocore makes, with the error that caused it."""
+        service = client.meta.service_model.service_id.hyphenize()
+        region = self._region
+
+        def remember_error(
+            response: tuple[Any, Mapping[str, Any]] | None,
+            caught_exception: BaseException | None,
+            request_dict: dict[str, Any],
+            **_: Any,
+        ) -> None:
+            if caught_exception is not None:
+                problem = f"{type(caught_exception).__name__}: {caught_exception}"
+            elif response is not None and response[0].status_code >= 400:
+                code = response[1].get("Error", {}).get("Code", "")
+                problem = f"HTTP {response[0].status_code} {code}".rstrip()
+            else:
+                return
+            request_dict["context"][_LAST_ERROR_KEY] = problem
+
+        def log_retry(request: Any, operation_name: str, **_: Any) -> None:
+            retries = request.context.get("retries", {})
+            attempt = retries.get("attempt", 1)
+            if attempt > 1:
+                logger.info(
+                    "retrying %s in %s (attempt %d of %s) after %s",
+                    operation_name,
+                    region,
+                    attempt,
+                    retries.get("max", self._max_attempts),
+                    request.context.get(_LAST_ERROR_KEY, "an error"),
+                )
+
+        client.meta.events.register(f"needs-retry.{service}", remember_error)
+        client.meta.events.register(f"request-created.{service}", log_retry)
+
+
+def error_code(error: AWSError) -> str | None:
+    """The AWS error code behind an `AWSError` (such as `ResourceNotFoundException`), if any.
+
+    Example:
+        >>> error_code(AWSError("GetLogEvents", "us-east-1", "log stream s", "gone")) is None
+        True
+    """
+    cause = error.__cause__
+    if isinstance(cause, ClientError):
+        code = cause.response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None
+
+
+def _check_optional_string(argument: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{argument} must be a string or None, not {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{argument} must not be empty")
+
+
+def _check_credentials(credentials: Mapping[str, str] | None) -> dict[str, str]:
+    if credentials is None:
+        return {}
+    if not isinstance(credentials, Mapping):
+        raise TypeError(f"credentials must be a mapping, not {type(credentials).__name__}")
+    unknown = sorted(set(credentials) - set(CREDENTIAL_KEYS))
+    if unknown:
+        raise ValueError(
+            f"credentials has unknown keys {unknown}; allowed keys: {', '.join(CREDENTIAL_KEYS)}"
+        )
+    missing = [key for key in _REQUIRED_CREDENTIAL_KEYS if key not in credentials]
+    if missing:
+        raise ValueError(f"credentials must have the keys {', '.join(missing)}")
+    for key, value in credentials.items():
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"credentials[{key!r}] must be a non-empty string")
+    return dict(credentials)
+
+
+def _resolve_region(
+    region: str | None, profile: str | None, profile_settings: Mapping[str, Any]
+) -> str:
+    profile_region = profile_settings.get("region") or None
+    environment_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if profile is not None:
+        candidates = (region, profile_region, environment_region)
+    else:
+        candidates = (region, environment_region, profile_region)
+    for candidate in candidates:
+        if candidate:
+            return str(candidate).strip()
+    raise ValueError(
+        "no AWS region found: pass region='us-east-1' (or --region), set AWS_REGION or "
+        "AWS_DEFAULT_REGION, or use a profile whose config has a region"
+    )
