@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="batchcrew",
         description="Run Python tasks on auto-scaled workers: local processes or AWS Batch.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
     add_worker_command(subparsers)
     add_aws_commands(subparsers)
     add_local_batch_command(subparsers)
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(arguments)
     except (BatchcrewError, ValueError, TypeError) as error:
-        print(f"batchcrew {arguments.command}: {error}", file=sys.stderr)
+        print(f"batchcrew {arguments.subcommand}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -197,6 +197,7 @@ class Controller:
         self._server: Server | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._handles: dict[str, Any] = {}
+        self._launch_futures: dict[str, concurrent.futures.Future[Any]] = {}
         self._last_round: float | None = None
         self._round_scheduled = False
         self._last_heartbeat = 0.0
@@ -252,14 +253,16 @@ class Controller:
             asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
-        handles = list(self._handles.values())
-        for handle in handles:
+        # Launches still in flight finish first, so none starts a worker after this point.
+        pool.shutdown(wait=True, cancel_futures=True)
+        for launch, future in self._launch_futures.items():
+            if future.cancelled() or future.exception() is not None:
+                continue
             try:
-                self.launcher.terminate(handle)
+                self.launcher.terminate(future.result())
             except Exception as error:  # noqa: BLE001 (every launch must get its chance)
-                self.launcher.record_error(f"terminating a launch failed: {error!r}")
+                self.launcher.record_error(f"terminating launch {launch} failed: {error!r}")
         self.launcher.close()
-        pool.shutdown(wait=False, cancel_futures=True)
         _live_controllers.discard(self)
         logger.info("controller %s terminated", self.name)
 
@@ -780,9 +783,8 @@ class Controller:
             self.launcher.describe_level(level),
             launch,
         )
-        pool.submit(self.launcher.launch, request).add_done_callback(
-            lambda future: self._threadsafe(self._launched, launch, future)
-        )
+        future = self._launch_futures[launch] = pool.submit(self.launcher.launch, request)
+        future.add_done_callback(functools.partial(self._threadsafe, self._launched, launch))
 
     def _threadsafe(self, function: Callable[..., None], *args: Any) -> None:
         loop = self._loop

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,16 +70,12 @@ class LocalLauncher(Launcher):
         self.log_directory = Path(log_directory) if log_directory is not None else None
         self.python = str(python)
         self.env = dict(env or {})
-        self._launches: list[LocalLaunch] = []
-        self._lock = threading.Lock()
 
     def launch(self, request: LaunchRequest) -> LocalLaunch:
         """Start `request.count` worker processes."""
         if self.log_directory is not None:
             self.log_directory.mkdir(parents=True, exist_ok=True)
         handle = LocalLaunch(request.launch)
-        with self._lock:
-            self._launches.append(handle)
         for index in range(request.count):
             environment = {**os.environ, **self.env, **request.environment}
             environment["BATCHCREW_INDEX"] = str(index)
@@ -127,13 +122,6 @@ class LocalLauncher(Launcher):
             if code is not None:
                 ended[index] = _describe_exit(code)
         return ended
-
-    def close(self) -> None:
-        """Stop every worker process this launcher started."""
-        with self._lock:
-            launches, self._launches = self._launches, []
-        for handle in launches:
-            self.terminate(handle)
 
 
 def _signal_group(process: subprocess.Popen[bytes], signal_number: signal.Signals) -> None:

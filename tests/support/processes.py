@@ -1,0 +1,54 @@
+"""Looking at processes by pid through /proc (the tests run on Linux): groups, liveness.
+
+Owns only inspection; killing is the job of the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+from tests.polling import process_alive, wait_until
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            text = stat.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name is in parentheses and may contain spaces; the fields follow it.
+    return text.rsplit(")", 1)[-1].split()
+
+
+def _live_processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, stat fields after the name) of every process that is not a zombie."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None and fields[0] != "Z":
+                yield int(entry), fields
+
+
+def group_members(pgid: int) -> set[int]:
+    """Pids of the live (non-zombie) processes whose process group is `pgid`."""
+    return {pid for pid, fields in _live_processes() if int(fields[2]) == pgid}
+
+
+def children_of(parent: int) -> set[int]:
+    """Pids of the live (non-zombie) children of `parent`."""
+    return {pid for pid, fields in _live_processes() if int(fields[1]) == parent}
+
+
+def alive(pids: Iterable[int]) -> set[int]:
+    """The pids among `pids` that are still alive."""
+    return {pid for pid in pids if process_alive(pid)}
+
+
+def wait_until_gone(pids: Iterable[int], seconds: float = 10.0) -> None:
+    """Fail unless every process in `pids` is gone within `seconds`."""
+    watched = set(pids)
+    try:
+        wait_until(lambda: not alive(watched), seconds)
+    except AssertionError:
+        raise AssertionError(f"still alive after {seconds} s: {sorted(alive(watched))}") from None
