@@ -19,7 +19,14 @@ from batchcrew.version import __version__
 
 if TYPE_CHECKING:
     from batchcrew.controller import Controller
-    from batchcrew.errors import AWSError, BatchcrewError, LaunchError, ProtocolError, TaskError
+    from batchcrew.errors import (
+        AWSError,
+        BatchcrewError,
+        LaunchError,
+        ProtocolError,
+        TaskError,
+        TerminatedError,
+    )
     from batchcrew.executor import ControllerExecutor
     from batchcrew.launchers.base import Launcher, LaunchRequest
     from batchcrew.launchers.local import LocalLauncher
@@ -35,6 +42,7 @@ _HOMES = {
     "LaunchError": "batchcrew.errors",
     "ProtocolError": "batchcrew.errors",
     "TaskError": "batchcrew.errors",
+    "TerminatedError": "batchcrew.errors",
     "Launcher": "batchcrew.launchers.base",
     "LaunchRequest": "batchcrew.launchers.base",
     "LocalLauncher": "batchcrew.launchers.local",
@@ -59,6 +67,7 @@ __all__ = [
     "Results",
     "Task",
     "TaskError",
+    "TerminatedError",
     "__version__",
 ]
 

@@ -14,7 +14,7 @@ import threading
 from collections import deque
 
 from batchcrew import protocol
-from batchcrew.protocol import Frame
+from batchcrew.protocol import Frame, Kind
 from batchcrew.tls import certificate_matches, client_context
 
 RECEIVE_BYTES = 1 << 18
@@ -49,6 +49,7 @@ class Channel:
         """Connect, do the TLS handshake (when `fingerprint` is given) and check the pin."""
         sock = socket.create_connection((host, port), timeout=seconds)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        protocol.keep_alive(sock)
         if fingerprint is None:
             sock.settimeout(None)
             return cls(sock, None)
@@ -95,10 +96,17 @@ class Channel:
         with self._lock:
             return self._frames.popleft() if self._frames else None
 
-    def waiting(self) -> list[Frame]:
-        """The frames received and not yet taken, oldest first (they stay queued)."""
+    def holds_task(self, name: str) -> bool:
+        """True if a TASK of this name was received and not yet taken."""
+        return self._holds(Kind.TASK, name)
+
+    def holds_cancel(self, name: str) -> bool:
+        """True if a CANCEL of this name was received and not yet taken."""
+        return self._holds(Kind.CANCEL, name)
+
+    def _holds(self, kind: Kind, name: str) -> bool:
         with self._lock:
-            return list(self._frames)
+            return any(f.kind is kind and f.header.get("name") == name for f in self._frames)
 
     def receive(self) -> list[Frame]:
         """Read what the socket has now (never blocks); queue and return the frames it completes.
@@ -106,30 +114,36 @@ class Channel:
         Raises `ConnectionError` when the controller has closed the connection.
         """
         with self._lock:
-            try:
-                data = self.sock.recv(RECEIVE_BYTES, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return []
-            if not data:
-                self.closed = True
-                raise ConnectionError("the controller closed the connection")
-            if self._tls is None:
-                frames = self._parser.feed(data)
-            else:
-                self._incoming.write(data)
-                frames = []
-                while True:
-                    try:
-                        frames += self._parser.feed(self._tls.read(RECEIVE_BYTES))
-                    except ssl.SSLWantReadError:
-                        break
-                    except ssl.SSLZeroReturnError:
-                        self.closed = True
-                        raise ConnectionError("the controller closed the TLS session") from None
-                if self._outgoing.pending:  # post-handshake messages the TLS layer answers
-                    self.sock.sendall(self._outgoing.read())
+            frames: list[Frame] = []
+            while True:  # everything available: an edge-triggered reader gets no second call
+                try:
+                    data = self.sock.recv(RECEIVE_BYTES, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if not data:
+                    self.closed = True
+                    raise ConnectionError("the controller closed the connection")
+                frames += self._decode(data)
             self._frames.extend(frames)
             return frames
+
+    def _decode(self, data: bytes) -> list[Frame]:
+        """Frames completed by bytes from the socket (the lock held)."""
+        if self._tls is None:
+            return self._parser.feed(data)
+        self._incoming.write(data)
+        frames: list[Frame] = []
+        while True:
+            try:
+                frames += self._parser.feed(self._tls.read(RECEIVE_BYTES))
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                self.closed = True
+                raise ConnectionError("the controller closed the TLS session") from None
+        if self._outgoing.pending:  # post-handshake messages the TLS layer answers
+            self.sock.sendall(self._outgoing.read())
+        return frames
 
     def close(self) -> None:
         """Close the socket (wakes any thread waiting on it)."""

@@ -14,6 +14,7 @@ import functools
 import itertools
 import logging
 import math
+import reprlib
 import secrets
 import sys
 import threading
@@ -24,9 +25,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from batchcrew.autoscale import Policy, plan_launches, seconds_until_round
-from batchcrew.errors import BatchcrewError, TaskError
+from batchcrew.errors import BatchcrewError, TaskError, TerminatedError
 from batchcrew.launchers.base import Launcher, LaunchRequest
-from batchcrew.protocol import SECONDS_HEARTBEAT, Kind, function_key
+from batchcrew.protocol import BODY_BYTES_MAX, SECONDS_HEARTBEAT, Kind, function_key
 from batchcrew.results import Result, Results, describe_call
 from batchcrew.scheduler import (
     Action,
@@ -71,6 +72,11 @@ _Function = tuple[str, bytes, Callable[..., Any]]
 """A function's cache key, its pickle, and the function itself."""
 _Call = tuple[_Function, tuple[Any, ...], dict[str, Any], str | None]
 """A function, positional and keyword arguments, and a task name (None: generated)."""
+_Prepared = tuple[str, bytes, str, bytes, str | None]
+"""A function's key and pickle, the call's text, the pickled arguments, the task name."""
+
+NAME_LENGTH_MAX = 1024
+"""The longest task name (names travel in frame headers)."""
 
 
 def _check_seconds(name: str, value: Any, *, none: bool = False, zero: bool = False) -> None:
@@ -164,6 +170,8 @@ class Controller:
         _check_count("crashes_max", crashes_max, minimum=1)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an integer or None, not {type(seed).__name__}")
+        if seed is not None and not -(2**127) <= seed < 2**127:
+            raise ValueError("seed must be an integer from -2**127 to 2**127 - 1")
         self.launcher = launcher
         self.name = name or f"crew-{secrets.token_hex(3)}"
         self.workers = workers
@@ -209,7 +217,7 @@ class Controller:
         """Start listening (idempotent; the first push starts the controller by itself)."""
         with self._lock:
             if self._state == "terminated":
-                raise BatchcrewError(f"controller {self.name} was terminated")
+                raise TerminatedError(f"controller {self.name} was terminated")
             if self._state == "started":
                 return
             self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -230,8 +238,14 @@ class Controller:
             )
             self._thread.start()
             started.wait()
-            if self._server.port == 0:
-                raise BatchcrewError(f"controller {self.name} could not listen on {self.host}")
+            if not self._server.listening:
+                self._thread.join()
+                self._pool.shutdown()
+                self._loop.close()
+                self._loop = self._thread = self._pool = self._server = None
+                raise BatchcrewError(
+                    f"controller {self.name} could not listen on {self.host}:{self.port}"
+                )
             self.port = self._server.port
             self._state = "started"
         _live_controllers.add(self)
@@ -242,6 +256,8 @@ class Controller:
 
         Unresolved tasks resolve with status `cancel`.
         """
+        if self._thread is not None and threading.get_ident() == self._thread.ident:
+            raise BatchcrewError("terminate() cannot run in a future's done-callback")
         with self._lock:
             if self._state != "started":
                 self._state = "terminated"
@@ -249,9 +265,12 @@ class Controller:
             self._state = "terminated"
         loop, thread, pool = self._loop, self._thread, self._pool
         assert loop is not None and thread is not None and pool is not None
-        with contextlib.suppress(RuntimeError):
+        try:
             asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
+        except Exception:  # the rest of the teardown must happen all the same
+            logger.exception("controller %s: the orderly shutdown failed", self.name)
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         # Launches still in flight finish first, so none starts a worker after this point.
         pool.shutdown(wait=True, cancel_futures=True)
@@ -355,10 +374,7 @@ class Controller:
         try:
             self._wait_group(group, show)
         finally:
-            with self._lock:
-                for entry in entries:
-                    if self._entries.get(entry.name) is entry and entry.result is not None:
-                        del self._entries[entry.name]
+            self._abandon(entries)
         results = Results(entry.result for entry in entries if entry.result is not None)
         failed = results.failed()
         if failed and error != "ignore":
@@ -557,23 +573,54 @@ class Controller:
                 )
             if len(set(chosen)) != len(chosen):
                 raise ValueError("names must be unique")
-        calls: list[_Call] = [
-            (function, args, {}, name) for args, name in zip(arguments, chosen, strict=True)
-        ]
+        # Everything is checked and pickled before the first task goes out: all or nothing.
+        prepared = self._prepare(
+            [(function, args, {}, name) for args, name in zip(arguments, chosen, strict=True)]
+        )
         if names is not None:
             with self._lock:
                 taken = [name for name in chosen if name in self._entries]
             if taken:
                 raise ValueError(f"a task named {taken[0]!r} is still held")
         if group is not None:
-            group.add(len(calls))  # all at once: the group must not finish between batches
+            group.add(len(prepared))  # all at once: the group must not finish between batches
         entries: list[TaskEntry] = []
-        for start in range(0, len(calls), PUSH_BATCH):
-            batch = calls[start : start + PUSH_BATCH]
-            entries += self._push_many(
-                batch, seconds_timeout=seconds_timeout, poppable=poppable, group=group
-            )
+        try:
+            for start in range(0, len(prepared), PUSH_BATCH):
+                entries += self._submit(
+                    prepared[start : start + PUSH_BATCH],
+                    seconds_timeout=seconds_timeout,
+                    poppable=poppable,
+                    group=group,
+                )
+        except BaseException:
+            self._abandon(entries)
+            raise
         return entries
+
+    def _prepare(self, calls: list[_Call]) -> list[_Prepared]:
+        """Check names and pickle arguments; touches no state."""
+        prepared: list[_Prepared] = []
+        for (key, data, fn), args, kwargs, name in calls:
+            if name is not None and (
+                not isinstance(name, str) or not name or len(name) > NAME_LENGTH_MAX
+            ):
+                raise ValueError(
+                    f"a task name must be a non-empty string of at most {NAME_LENGTH_MAX} "
+                    f"characters, not {reprlib.repr(name)}"
+                )
+            command = describe_call(fn, args, kwargs)
+            try:
+                packed = dumps_value((args, kwargs))
+            except Exception as error:
+                raise TypeError(f"the arguments of {command} cannot be pickled: {error}") from error
+            if len(data) + len(packed) > BODY_BYTES_MAX:
+                raise ValueError(
+                    f"{command} pickles to {len(data) + len(packed):,} bytes, over the "
+                    f"{BODY_BYTES_MAX:,}-byte limit of a task; pass a path instead"
+                )
+            prepared.append((key, data, command, packed, name))
+        return prepared
 
     def _push_many(
         self,
@@ -582,27 +629,31 @@ class Controller:
         seconds_timeout: float | None,
         poppable: bool,
         future: concurrent.futures.Future[Any] | None = None,
+    ) -> list[TaskEntry]:
+        prepared = self._prepare(calls)
+        return self._submit(
+            prepared, seconds_timeout=seconds_timeout, poppable=poppable, future=future
+        )
+
+    def _submit(
+        self,
+        prepared: list[_Prepared],
+        *,
+        seconds_timeout: float | None,
+        poppable: bool,
+        future: concurrent.futures.Future[Any] | None = None,
         group: TaskGroup | None = None,
     ) -> list[TaskEntry]:
+        """Register prepared tasks and hand them to the loop, atomically with respect to
+        `terminate()`: a task is either refused here or seen by the shutdown."""
         _check_seconds("seconds_timeout", seconds_timeout, none=True)
         timeout = None if seconds_timeout is None else float(seconds_timeout)
-        prepared = []
-        for (key, data, fn), args, kwargs, name in calls:
-            if name is not None and (not isinstance(name, str) or not name):
-                raise ValueError(f"a task name must be a non-empty string, not {name!r}")
-            try:
-                packed = dumps_value((args, kwargs))
-            except Exception as error:
-                raise TypeError(
-                    f"the arguments of {describe_call(fn, args, kwargs)} cannot be pickled: {error}"
-                ) from error
-            prepared.append((key, data, describe_call(fn, args, kwargs), packed, name))
         self.start()
         specs: list[TaskSpec] = []
         entries: list[TaskEntry] = []
         with self._lock:
             if self._state != "started":
-                raise BatchcrewError(f"controller {self.name} was terminated")
+                raise TerminatedError(f"controller {self.name} was terminated")
             taken = [name for *_, name in prepared if name is not None and name in self._entries]
             if taken:
                 raise ValueError(f"a task named {taken[0]!r} is still held")
@@ -618,10 +669,24 @@ class Controller:
             self._unresolved += len(specs)
             if poppable:
                 self._unresolved_poppable += len(specs)
-
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._on_push, specs)
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._on_push, specs)
         return entries
+
+    def _abandon(self, entries: list[TaskEntry]) -> None:
+        """Cancel what is still running of these tasks and forget them all (a map that ends
+        early: interrupted, or refused half-way)."""
+        unresolved = [entry.name for entry in entries if entry.result is None]
+        if unresolved and self._state == "started":
+            self.cancel(unresolved)
+        with self._lock:
+            for entry in entries:
+                if self._entries.get(entry.name) is entry:
+                    del self._entries[entry.name]
+                    if entry.result is None:
+                        self._unresolved -= 1  # never delivered now: the loop has stopped
+                        if entry.group is not None:
+                            entry.group.resolved_one()
 
     def _fresh_name(self) -> str:
         while True:
@@ -652,16 +717,22 @@ class Controller:
         except OSError as error:
             logger.error("controller %s cannot listen on %s: %s", self.name, self.host, error)
             started.set()
-            return
+            return  # start() closes the loop
         loop.call_soon(self._tick)
         started.set()
         loop.run_forever()
         loop.close()
 
     def _call(self, function: Callable[[float], T]) -> T:
-        """Run `function(now)` on the loop thread and wait for its return value."""
-        loop = self._loop
-        assert loop is not None
+        """Run `function(now)` on the loop thread and wait for its return value.
+
+        On the loop thread itself (a future's done-callback) it runs at once: waiting there
+        would wait forever.
+        """
+        loop, thread = self._loop, self._thread
+        assert loop is not None and thread is not None
+        if threading.get_ident() == thread.ident:
+            return function(loop.time())
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def run() -> None:
@@ -670,8 +741,16 @@ class Controller:
             except BaseException as error:  # noqa: BLE001 (raised again in the caller)
                 done.set_exception(error)
 
-        loop.call_soon_threadsafe(run)
-        return done.result()
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:
+            raise TerminatedError(f"controller {self.name} was terminated") from None
+        while True:
+            try:
+                return done.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                if not thread.is_alive():
+                    raise TerminatedError(f"controller {self.name} was terminated") from None
 
     def _on_push(self, specs: list[TaskSpec]) -> None:
         loop = self._loop
@@ -680,21 +759,31 @@ class Controller:
         self._scale()
 
     def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            try:
+                self._carry_out(action)
+            except Exception:  # one failed action must not drop the others
+                logger.exception("controller %s could not carry out %s", self.name, action)
+
+    def _carry_out(self, action: Action) -> None:
         server = self._server
         assert server is not None
-        for action in actions:
-            if isinstance(action, SendTask):
-                server.send_task(action.worker, action.task)
-            elif isinstance(action, Resolve):
-                self._deliver(action.result)
-            elif isinstance(action, SendExit):
-                server.send(action.worker, Kind.EXIT, {"reason": action.reason})
-            elif isinstance(action, SendCancel):
-                server.send(action.worker, Kind.CANCEL, {"name": action.name})
-            elif isinstance(action, Disconnect):
-                server.disconnect(action.worker, action.reason)
-            elif isinstance(action, TerminateLaunch):
-                self._terminate_launch(action)
+        if isinstance(action, SendTask):
+            entry = self._entries.get(action.task.name)
+            future = entry.future if entry is not None else None
+            if future is not None and not (future.running() or future.done()):
+                future.set_running_or_notify_cancel()  # a cancelled one is being cancelled
+            server.send_task(action.worker, action.task)
+        elif isinstance(action, Resolve):
+            self._deliver(action.result)
+        elif isinstance(action, SendExit):
+            server.send(action.worker, Kind.EXIT, {"reason": action.reason})
+        elif isinstance(action, SendCancel):
+            server.send(action.worker, Kind.CANCEL, {"name": action.name})
+        elif isinstance(action, Disconnect):
+            server.disconnect(action.worker, action.reason)
+        elif isinstance(action, TerminateLaunch):
+            self._terminate_launch(action)
 
     def _deliver(self, result: Result) -> None:
         with self._changed:
@@ -711,11 +800,16 @@ class Controller:
             if self._waiters:
                 self._changed.notify_all()
         future = entry.future
-        if future is not None and not future.cancelled():
+        if future is None or future.done():
+            return
+        # The user may cancel the future from another thread at any moment: losing that race
+        # is fine, raising out of here (and dropping the worker's connection) is not.
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
             if result.ok:
                 future.set_result(result.value)
             elif result.status == "cancel":
-                future.cancel()
+                if not future.cancel():  # already running: cancel() refuses
+                    future.set_exception(concurrent.futures.CancelledError(result.error))
             else:
                 future.set_exception(TaskError(f"{result.status}: {result.error}", [result]))
 
@@ -805,12 +899,11 @@ class Controller:
         self._server.revoke(launch)
 
     def _poll_launches(self) -> None:
+        """Ask the launcher about every launch with workers not yet seen to end: to learn of
+        workers that die before connecting, and to reap (and forget) finished launches."""
         pool = self._pool
         assert pool is not None
-        for launch_id, launch in self._scheduler.open_launches.items():
-            handle = self._handles.get(launch_id)
-            if handle is None or launch.pending == 0:
-                continue
+        for launch_id, handle in self._handles.items():
             polled = functools.partial(self._threadsafe, self._polled, launch_id)
             pool.submit(self.launcher.poll, handle).add_done_callback(polled)
 
@@ -824,13 +917,17 @@ class Controller:
         state = self._scheduler.launches.get(launch)
         if state is None:
             return
-        for index, reason in future.result().items():
+        ended = future.result()
+        for index, reason in ended.items():
             if index in state.connected or index in state.closed:
                 continue
             self.launcher.record_error(
                 f"worker {index} of launch {launch} ended before connecting: {reason}"
             )
             self._scheduler.launch_failed(launch, [index], loop.time())
+        if len(ended) >= state.count:  # every worker of the launch is gone: forget it
+            self._handles.pop(launch, None)
+            self._launch_futures.pop(launch, None)
 
     def _terminate_launch(self, action: TerminateLaunch) -> None:
         pool, server = self._pool, self._server

@@ -39,6 +39,17 @@ class TaskError(BatchcrewError):
         self.results = list(results)
 
 
+class TerminatedError(BatchcrewError, RuntimeError):
+    """The controller was terminated; it takes no more tasks.
+
+    A `RuntimeError` too, as `concurrent.futures` executors raise after shutdown.
+
+    Example:
+        >>> isinstance(TerminatedError("controller crew-1 was terminated"), RuntimeError)
+        True
+    """
+
+
 class ProtocolError(BatchcrewError):
     """A peer sent something that is not a valid batchcrew frame.
 

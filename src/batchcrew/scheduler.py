@@ -24,7 +24,7 @@ SECONDS_TIMEOUT_GRACE = 30.0
 """How long past its timeout a task may stay unanswered before its worker is written off."""
 
 SECONDS_SILENCE = 60.0
-"""A connected worker that sends nothing (not even a heartbeat) this long is written off."""
+"""An idle worker that sends nothing (not even a heartbeat) this long is written off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,7 +398,9 @@ class Scheduler:
         """Time passes: exits, timeouts, silent workers and expired launches."""
         actions: list[Action] = []
         for state in list(self.workers.values()):
-            if now - state.last_seen > SECONDS_SILENCE:
+            # A busy worker may be silent: a task holding the GIL stops its heartbeats. Its
+            # connection's TCP keepalive (in the kernel) tells a dead peer from a busy one.
+            if not state.held and now - state.last_seen > SECONDS_SILENCE:
                 state.retiring = f"silent for {now - state.last_seen:.0f} s"  # no more work
                 actions.append(Disconnect(state.id, state.retiring))
                 continue

@@ -33,3 +33,16 @@ def task_seed(seed: int, index: int) -> int:
     key = seed.to_bytes(16, "big", signed=True)
     digest = hashlib.blake2b(index.to_bytes(8, "big"), key=key, digest_size=8).digest()
     return int.from_bytes(digest, "big") >> (64 - SEED_BITS)
+
+
+def numpy_seed(seed: int) -> list[int]:
+    """The seed of numpy's global generator for a task: derived apart from `seed` itself, so
+    numpy's draws do not repeat those of `random` (both are Mersenne Twisters).
+
+    Example:
+        >>> words = numpy_seed(task_seed(1, 0))
+        >>> len(words), all(0 <= word < 2**32 for word in words)
+        (4, True)
+    """
+    digest = hashlib.blake2b(seed.to_bytes(8, "big"), person=b"numpy", digest_size=16).digest()
+    return [int.from_bytes(digest[start : start + 4], "big") for start in range(0, 16, 4)]

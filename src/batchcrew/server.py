@@ -87,6 +87,11 @@ class Server:
         self._server: asyncio.Server | None = None
         self._versions = versions()
 
+    @property
+    def listening(self) -> bool:
+        """True once the server has bound its port."""
+        return self._server is not None
+
     async def start(self) -> None:
         """Listen; `self.port` becomes the port actually bound."""
         loop = asyncio.get_running_loop()
@@ -143,7 +148,7 @@ class Server:
         peer = self._peers.get(worker)
         if peer is not None:
             logger.warning("dropping worker %s: %s", worker, reason)
-            peer.close()
+            peer.abort()
 
     # ----- for connections --------------------------------------------------------------
 
@@ -156,7 +161,8 @@ class Server:
         launch = str(header.get("launch", ""))
         token = str(header.get("token", ""))
         expected = self._tokens.get(launch)
-        if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
+        given = token.encode("utf-8", "surrogatepass")
+        if expected is None or not hmac.compare_digest(given, expected.encode()):
             self.refused(f"connection from {address}: wrong token or unknown launch {launch!r}")
             connection.write(protocol.encode(Kind.REFUSE, {"reason": "authentication failed"}))
             return None
@@ -241,7 +247,9 @@ class _Connection(asyncio.Protocol):
         self.worker: str | None = None
         self.address: Any = None
         self.functions = FunctionCache()
-        self.parser = FrameParser(body_bytes_max=0)  # no body before authentication
+        # Before authentication: no body, and a header no longer than a HELLO needs.
+        self.parser = FrameParser(body_bytes_max=0, header_bytes_max=protocol.HELLO_BYTES_MAX)
+        self.failed = False
         self.transport: asyncio.Transport | None = None
         self._hello_timer: asyncio.TimerHandle | None = None
         self._upgrade: asyncio.Task[None] | None = None
@@ -252,6 +260,9 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             return  # the TLS transport replacing the plain one: already set up below
         self.address = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            protocol.keep_alive(sock)
         self.server.opened(self)
         loop = asyncio.get_running_loop()
         self._hello_timer = loop.call_later(SECONDS_HELLO, self._too_slow)
@@ -288,6 +299,8 @@ class _Connection(asyncio.Protocol):
             # TLS delivers the first bytes before start_tls returns the transport to answer on.
             self._early.append(data)
             return
+        if self.failed:
+            return
         try:
             for frame in self.parser.feed(data):
                 if self.worker is None:
@@ -297,9 +310,16 @@ class _Connection(asyncio.Protocol):
                 else:
                     self.server.received(self.worker, frame)
         except ProtocolError as error:
-            self.server.counts.protocol_errors += 1
-            self.server.refused(f"protocol error from {self.worker or self.address}: {error}")
-            self.close()
+            self._fail(f"protocol error from {self.worker or self.address}: {error}")
+        except Exception as error:
+            logger.exception("unexpected error on the connection from %s", self.address)
+            self._fail(f"connection from {self.worker or self.address} failed: {error!r:.200}")
+
+    def _fail(self, reason: str) -> None:
+        self.failed = True
+        self.server.counts.protocol_errors += 1
+        self.server.refused(reason)
+        self.close()
 
     def _hello(self, frame: Frame) -> None:
         if self._hello_timer is not None:
@@ -309,6 +329,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.parser.body_bytes_max = protocol.BODY_BYTES_MAX
+        self.parser.header_bytes_max = protocol.HEADER_BYTES_MAX
 
     def _too_slow(self) -> None:
         if self.worker is None:
@@ -316,7 +337,7 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def eof_received(self) -> bool | None:
-        if self.parser.buffered:
+        if self.parser.buffered and not self.failed:
             self.server.counts.protocol_errors += 1
             self.server.refused(f"connection from {self.worker or self.address} ended mid-frame")
         return None
@@ -334,6 +355,13 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+        if self._upgrade is not None and not self._upgrade.done():
+            self._upgrade.cancel()
+
+    def abort(self) -> None:
+        """Drop the connection at once (no TLS goodbye to a peer that stopped answering)."""
+        if self.transport is not None:
+            self.transport.abort()
         if self._upgrade is not None and not self._upgrade.done():
             self._upgrade.cancel()
 

@@ -34,6 +34,8 @@ class TaskGroup:
         """Count `count` more tasks (before any of them resolves)."""
         self.size += count
         self.remaining += count
+        if self.remaining == 0:
+            self.done.set()  # an empty map is done at once
 
     def resolved_one(self) -> None:
         """One task of the group has its result."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import importlib
+import importlib.util
 import logging
 import os
 import pickle
@@ -23,7 +26,7 @@ import traceback
 import types
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchcrew import protocol
@@ -36,6 +39,7 @@ from batchcrew.protocol import (
     Kind,
     versions,
 )
+from batchcrew.seeds import numpy_seed
 from batchcrew.serialization import dumps_value
 
 logger = logging.getLogger("batchcrew.worker")
@@ -92,17 +96,31 @@ class _Interrupted(BaseException):
 
 @dataclass
 class _Running:
-    """The task the main thread runs now, and why it is being stopped (if it is)."""
+    """What the main thread runs now, and what has been asked of it.
+
+    `name`: the task running (None between tasks); `target`: the task a CANCEL is aimed at;
+    `reason`: why it is being stopped; `interrupted`: a stop was raised already (a second
+    signal must not escape the first one's handling); `cancelled`: names whose CANCEL came
+    before the task started.
+    """
 
     name: str | None = None
+    target: str | None = None
     reason: str | None = None
+    interrupted: bool = False
+    cancelled: set[str] = field(default_factory=set)
+
+    def start(self, name: str) -> None:
+        self.target, self.reason, self.interrupted = None, None, False
+        self.name = name
 
 
 class _Watchdog:
-    """Listens while a task runs: CANCEL for it, a vanished or silent controller, heartbeats.
+    """Listens while a task runs: CANCEL, a vanished or silent controller; sends heartbeats.
 
     Between tasks the main thread reads the socket itself, so the hot path has no thread hop;
-    the watchdog reads only while armed (edge-triggered, so it never spins).
+    the watchdog reads only while armed (edge-triggered, so it never spins), and wakes the main
+    thread through a pipe when what it read is left for it.
     """
 
     def __init__(self, channel: Channel, running: _Running, seconds_timeout: float) -> None:
@@ -111,6 +129,8 @@ class _Watchdog:
         self.seconds_timeout = seconds_timeout
         self.main_thread = threading.get_ident()
         self.last_heard = time.monotonic()
+        self.wake_reader, self._wake_writer = os.pipe()
+        os.set_blocking(self.wake_reader, False)
         self._epoll = select.epoll()
         self._idle_mask = select.EPOLLRDHUP | select.EPOLLET
         self._armed_mask = select.EPOLLIN | self._idle_mask
@@ -152,13 +172,21 @@ class _Watchdog:
     def _listen(self) -> None:
         frames = self.channel.receive()
         self.heard()
+        running = self.running
         for frame in frames:
-            if frame.kind is Kind.CANCEL and frame.header.get("name") == self.running.name:
-                self.interrupt("cancel")
+            if frame.kind is Kind.CANCEL:
+                name = str(frame.header.get("name"))
+                if name == running.name:
+                    self.interrupt(name, "cancel")
+                elif self.channel.holds_task(name):
+                    running.cancelled.add(name)
+        if frames and running.name is None:
+            os.write(self._wake_writer, b"!")  # the task ended meanwhile: main may be waiting
 
-    def interrupt(self, reason: str) -> None:
-        if self.running.name is not None:
-            self.running.reason = reason
+    def interrupt(self, name: str, reason: str) -> None:
+        running = self.running
+        if running.name == name:
+            running.target, running.reason = name, reason
             signal.pthread_kill(self.main_thread, signal.SIGUSR1)
 
     def _lost(self, error: BaseException) -> None:
@@ -173,9 +201,12 @@ class _Watchdog:
 class _Runner:
     """Runs tasks in the main thread and frames their outcomes."""
 
-    def __init__(self, running: _Running) -> None:
+    def __init__(self, running: _Running, channel: Channel) -> None:
         self.running = running
+        self.channel = channel
         self.functions: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self.numpy: types.ModuleType | None = None
+        self.numpy_checked = False
 
     def function(self, key: str, data: bytes) -> Any:
         fn = self.functions.get(key)
@@ -186,15 +217,28 @@ class _Runner:
                 self.functions.popitem(last=False)
         return fn
 
-    @staticmethod
-    def seed(seed: int) -> None:
+    def seed(self, seed: int) -> None:
         random.seed(seed)
-        numpy = sys.modules.get("numpy")  # seeded when the task brought numpy in
-        if numpy is not None:
-            numpy.random.seed([seed & 0xFFFFFFFF, seed >> 32])
+        if not self.numpy_checked:  # numpy, when installed, is loaded once, before a task runs
+            self.numpy_checked = True
+            if importlib.util.find_spec("numpy") is not None:
+                self.numpy = importlib.import_module("numpy")
+        if self.numpy is not None:
+            self.numpy.random.seed(numpy_seed(seed))
 
     def run(self, header: dict[str, Any], function_data: bytes, arguments: bytes) -> bytes:
         name = str(header["name"])
+        try:
+            return self._run(name, header, function_data, arguments)
+        except _Interrupted:  # a stop that came as the task ended: the outcome stands
+            return _result_frame(name, "cancel", 0.0, error="cancelled")
+        except Exception as exception:  # noqa: BLE001 (whatever goes wrong, the worker answers)
+            error = f"the worker could not report this task: {_describe(exception)}"
+            return _result_frame(name, "error", 0.0, error=error)
+
+    def _run(
+        self, name: str, header: dict[str, Any], function_data: bytes, arguments: bytes
+    ) -> bytes:
         timeout = header.get("seconds_timeout")
         running = self.running
         started = time.perf_counter()
@@ -203,7 +247,10 @@ class _Runner:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                running.name, running.reason = name, None
+                running.start(name)
+                if name in running.cancelled or self.channel.holds_cancel(name):
+                    running.reason = "cancel"
+                    raise _Interrupted()
                 fn = self.function(str(header["function"]), function_data)
                 args, kwargs = pickle.loads(arguments)
                 self.seed(int(header["seed"]))
@@ -218,22 +265,56 @@ class _Runner:
                 error = f"timed out after {timeout:g} s" if status == "timeout" else "cancelled"
             except BaseException as exception:  # noqa: BLE001 (every task failure is reported)
                 running.name = None
-                status, trace = "error", traceback.format_exc()
-                error = f"{type(exception).__name__}: {exception}"
+                status, trace = "error", _clip(traceback.format_exc(), TRACEBACK_CHARACTERS)
+                error = _describe(exception)
             finally:
                 running.name = None
+                running.cancelled.discard(name)
                 if timeout is not None:
                     signal.setitimer(signal.ITIMER_REAL, 0)
         seconds = time.perf_counter() - started
-        notes = tuple(f"{w.category.__name__}: {w.message}" for w in caught)
+        notes = tuple(
+            _clip(f"{w.category.__name__}: {w.message}", WARNING_CHARACTERS)
+            for w in caught[:WARNINGS_KEPT]
+        )
+        if len(caught) > WARNINGS_KEPT:
+            notes += (f"... and {len(caught) - WARNINGS_KEPT} more warnings",)
         if status != "success":
             return _result_frame(name, status, seconds, error=error, trace=trace, notes=notes)
         try:
             body = dumps_value(value)
         except Exception as exception:  # noqa: BLE001 (an unpicklable value is a task error)
-            error = f"the result could not be pickled: {type(exception).__name__}: {exception}"
+            error = f"the result could not be pickled: {_describe(exception)}"
+            return _result_frame(name, "error", seconds, error=error, notes=notes)
+        if len(body) > protocol.BODY_BYTES_MAX:
+            error = (
+                f"the result pickles to {len(body):,} bytes, over the "
+                f"{protocol.BODY_BYTES_MAX:,}-byte limit; write it to storage and return a path"
+            )
             return _result_frame(name, "error", seconds, error=error, notes=notes)
         return _result_frame(name, "success", seconds, notes=notes, body=body)
+
+
+ERROR_CHARACTERS = 4_000
+TRACEBACK_CHARACTERS = 20_000
+WARNING_CHARACTERS = 500
+WARNINGS_KEPT = 50
+"""Limits that keep a RESULT header well under its 64 KiB cap, whatever a task raised."""
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n... {len(text) - limit:,} characters cut ...\n{text[-half:]}"
+
+
+def _describe(exception: BaseException) -> str:
+    try:
+        text = f"{type(exception).__name__}: {exception}"
+    except Exception:  # noqa: BLE001 (an exception whose str() fails still gets reported)
+        text = f"{type(exception).__name__} (its message could not be shown)"
+    return _clip(text, ERROR_CHARACTERS)
 
 
 def _result_frame(
@@ -296,14 +377,22 @@ def _connect(settings: WorkerSettings) -> Channel:
     return channel
 
 
-def _wait_readable(channel: Channel, deadline: float | None = None) -> None:
+def _wait_readable(
+    channel: Channel, deadline: float | None = None, wake: int | None = None
+) -> None:
+    """Wait until the socket (or the watchdog's wake-up pipe) has something to read."""
     poller = select.poll()
     poller.register(channel.sock.fileno(), select.POLLIN | select.POLLRDHUP)
+    if wake is not None:
+        poller.register(wake, select.POLLIN)
     while True:
         seconds = None if deadline is None else deadline - time.monotonic()
         if seconds is not None and seconds <= 0:
             raise TimeoutError("the controller did not answer in time")
         if poller.poll(None if seconds is None else seconds * 1000):
+            if wake is not None:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake, 4096)
             return
 
 
@@ -311,16 +400,20 @@ def serve(channel: Channel, settings: WorkerSettings) -> None:
     """Run tasks from a welcomed channel until EXIT or until the controller is gone."""
     running = _Running()
     watchdog = _Watchdog(channel, running, settings.seconds_timeout)
-    runner = _Runner(running)
+    runner = _Runner(running, channel)
     functions = FunctionCache()
-    cancelled: set[str] = set()
 
     def interrupt_task(signal_number: int, frame: types.FrameType | None) -> None:
-        # Only while the task still runs: a late signal must not hit the worker's own loop.
-        if running.name is not None:
-            if signal_number == signal.SIGALRM:
-                running.reason = "timeout"
-            raise _Interrupted()
+        # Only the task aimed at, only while it runs, only once: a late or second signal must
+        # not hit the worker's own loop.
+        if running.name is None or running.interrupted:
+            return
+        if signal_number == signal.SIGALRM:
+            running.reason = "timeout"
+        elif running.target != running.name:
+            return
+        running.interrupted = True
+        raise _Interrupted()
 
     signal.signal(signal.SIGUSR1, interrupt_task)
     signal.signal(signal.SIGALRM, interrupt_task)
@@ -328,7 +421,7 @@ def serve(channel: Channel, settings: WorkerSettings) -> None:
     while True:
         frame = channel.pop_frame()
         if frame is None:
-            _wait_readable(channel)
+            _wait_readable(channel, wake=watchdog.wake_reader)
             channel.receive()
             watchdog.heard()
             continue
@@ -337,19 +430,14 @@ def serve(channel: Channel, settings: WorkerSettings) -> None:
             size = int(header.get("function_size", 0))
             key = str(header["function"])
             functions.seen(key, frame.body[:size])
-            name = str(header["name"])
-            if name in cancelled:
-                cancelled.discard(name)
-                channel.send(_result_frame(name, "cancel", 0.0, error="cancelled"))
-                continue
             watchdog.arm()
             result = runner.run(header, functions.get(key), frame.body[size:])
             watchdog.disarm()
             channel.send(result)
         elif frame.kind is Kind.CANCEL:
             name = str(frame.header.get("name"))
-            if any(f.kind is Kind.TASK and f.header.get("name") == name for f in channel.waiting()):
-                cancelled.add(name)
+            if channel.holds_task(name):
+                running.cancelled.add(name)
         elif frame.kind is Kind.EXIT:
             logger.info("told to exit: %s", frame.header.get("reason"))
             return

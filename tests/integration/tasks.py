@@ -52,3 +52,34 @@ def busy_until_marker(marker: str) -> str:
     Path(marker).write_text(str(os.getpid()))
     time.sleep(60)
     return "not cancelled"
+
+
+def huge_error() -> None:
+    raise ValueError("x" * 100_000)
+
+
+def many_warnings() -> str:
+    for index in range(5_000):
+        warnings.warn(f"warning {index}", UserWarning, stacklevel=1)
+    return "done"
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def unprintable_error() -> None:
+    raise _Unprintable()
+
+
+def sleep_then_mark(seconds: float, marker: str) -> str:
+    time.sleep(seconds)
+    Path(marker).write_text("ran")
+    return "ran"
+
+
+def draws() -> tuple[float, float]:
+    import numpy
+
+    return random.random(), float(numpy.random.random())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -222,7 +223,11 @@ def test_executor_face(make_controller: Make) -> None:
         with pytest.raises(bc.TaskError, match="ValueError: boom"):
             failing.result(timeout=30)
         slow = pool.submit(tasks.sleep_then, 60)
-        assert slow.cancel()
+        wait_until(slow.running)
+        assert not slow.cancel()  # a running future cannot be cancelled, as in any executor
+        crew.cancel()
+        with pytest.raises(concurrent.futures.CancelledError):
+            slow.result(timeout=10)
     with pytest.raises(RuntimeError, match="shut down"):
         pool.submit(tasks.square, 1)
     wait_until(lambda: len(crew) == 0, seconds=10)

@@ -221,3 +221,36 @@ def test_workers_exit_when_the_controller_is_killed(tmp_path: Any) -> None:
     finally:
         controller.kill()
         controller.wait()
+
+
+def test_each_bad_connection_is_counted_once(
+    recorded: tuple[bc.Controller, bc.LaunchRequest],
+) -> None:
+    crew, _ = recorded
+    for _ in range(5):
+        with _dial(crew) as connection:
+            connection.sendall(b"\xff" * 64)
+            assert _read_frame(connection) is None
+    wait_until(lambda: crew.connections_refused.protocol_errors >= 5)
+    _still_serving(crew)
+    assert crew.connections_refused.protocol_errors == 5
+
+
+@pytest.mark.parametrize(
+    "hello",
+    [
+        protocol.PREFIX.pack(Kind.HELLO, 3000, 0) + b"[" * 3000,  # nesting beyond any parser
+        protocol.PREFIX.pack(Kind.HELLO, 5000, 0) + b" " * 5000,  # longer than a HELLO needs
+        protocol.encode(Kind.HELLO, {"token": "\ud800", "launch": "x", "index": 0}),
+    ],
+)
+def test_malformed_hello_is_refused_and_counted(
+    recorded: tuple[bc.Controller, bc.LaunchRequest], hello: bytes
+) -> None:
+    crew, _ = recorded
+    with _dial(crew) as connection:
+        connection.sendall(hello)
+        frame = _read_frame(connection)
+    assert frame is None or frame.kind is Kind.REFUSE
+    wait_until(lambda: crew.connections_refused.refused == 1)
+    _still_serving(crew)

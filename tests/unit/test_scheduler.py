@@ -712,13 +712,14 @@ def test_silent_worker_takes_no_more_tasks_before_it_is_lost() -> None:
     assert (scheduler.tasks["a"].crashes, scheduler.tasks["a"].queued) == (0, True)
 
 
-def test_silent_busy_worker_is_disconnected_and_its_task_crashes_on_loss() -> None:
+def test_silent_busy_worker_is_kept_a_task_may_hold_its_interpreter() -> None:
     scheduler = Scheduler(Limits(seconds_idle=1e9))
     connect(scheduler, now=0.0)
     scheduler.push(specs("a"), now=0.0)
-    assert kinds(scheduler.tick(now=SECONDS_SILENCE + 1.0)) == ["Disconnect"]
-    scheduler.worker_lost("L-0", now=SECONDS_SILENCE + 2.0)
-    assert scheduler.tasks["a"].crashes == 1
+    assert scheduler.tick(now=10 * SECONDS_SILENCE) == []
+    result = resolved(scheduler.result_received("L-0", "a", success(1), now=11 * SECONDS_SILENCE))
+    assert [r.value for r in result] == [1]
+    assert kinds(scheduler.tick(now=12 * SECONDS_SILENCE + 1.0)) == ["Disconnect"]  # now idle
 
 
 # ----- launches and connections -------------------------------------------------------------
