@@ -254,6 +254,7 @@ class _Connection(asyncio.Protocol):
         self._hello_timer: asyncio.TimerHandle | None = None
         self._upgrade: asyncio.Task[None] | None = None
         self._early: list[bytes] = []
+        self._outgoing: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -348,11 +349,23 @@ class _Connection(asyncio.Protocol):
         self.server.closed(self)
 
     def write(self, data: bytes) -> None:
+        """Queue bytes; frames written in one turn of the loop leave in one send."""
+        if self._outgoing:
+            self._outgoing.append(data)
+            return
+        self._outgoing.append(data)
+        asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
 
     def close(self) -> None:
+        if self._outgoing:
+            self._flush()  # a REFUSE or an EXIT still leaves before the connection closes
         if self.transport is not None:
             self.transport.close()
         if self._upgrade is not None and not self._upgrade.done():
