@@ -753,9 +753,10 @@ class Controller:
                     raise TerminatedError(f"controller {self.name} was terminated") from None
 
     def _on_push(self, specs: list[TaskSpec]) -> None:
-        loop = self._loop
-        assert loop is not None
-        self._apply(self._scheduler.push(specs, loop.time()))
+        loop, server = self._loop, self._server
+        assert loop is not None and server is not None
+        with server.batch():
+            self._apply(self._scheduler.push(specs, loop.time()))
         self._scale()
 
     def _apply(self, actions: list[Action]) -> None:
