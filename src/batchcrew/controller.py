@@ -206,6 +206,8 @@ class Controller:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._handles: dict[str, Any] = {}
         self._launch_futures: dict[str, concurrent.futures.Future[Any]] = {}
+        self._inbox: list[TaskSpec] = []
+        self._inbox_scheduled = False
         self._last_round: float | None = None
         self._round_scheduled = False
         self._last_heartbeat = 0.0
@@ -670,7 +672,10 @@ class Controller:
             if poppable:
                 self._unresolved_poppable += len(specs)
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._on_push, specs)
+            self._inbox += specs
+            if not self._inbox_scheduled:  # one wake-up of the loop for a burst of pushes
+                self._inbox_scheduled = True
+                self._loop.call_soon_threadsafe(self._on_push)
         return entries
 
     def _abandon(self, entries: list[TaskEntry]) -> None:
@@ -752,9 +757,12 @@ class Controller:
                 if not thread.is_alive():
                     raise TerminatedError(f"controller {self.name} was terminated") from None
 
-    def _on_push(self, specs: list[TaskSpec]) -> None:
+    def _on_push(self) -> None:
         loop, server = self._loop, self._server
         assert loop is not None and server is not None
+        with self._lock:
+            specs, self._inbox = self._inbox, []
+            self._inbox_scheduled = False
         with server.batch():
             self._apply(self._scheduler.push(specs, loop.time()))
         self._scale()
