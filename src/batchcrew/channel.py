@@ -124,6 +124,8 @@ class Channel:
                     self.closed = True
                     raise ConnectionError("the controller closed the connection")
                 frames += self._decode(data)
+                if len(data) < RECEIVE_BYTES:
+                    break  # the socket is drained (a new arrival raises a new edge)
             self._frames.extend(frames)
             return frames
 

@@ -389,8 +389,9 @@ def _wait_readable(
         seconds = None if deadline is None else deadline - time.monotonic()
         if seconds is not None and seconds <= 0:
             raise TimeoutError("the controller did not answer in time")
-        if poller.poll(None if seconds is None else seconds * 1000):
-            if wake is not None:
+        events = poller.poll(None if seconds is None else seconds * 1000)
+        if events:
+            if wake is not None and any(fd == wake for fd, _ in events):
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake, 4096)
             return
