@@ -16,6 +16,7 @@ import pytest
 import batchcrew
 from batchcrew.errors import BatchcrewError
 from batchcrew.localbatch import LocalBatch
+from batchcrew.localbatch.environment import JOB_AWS_SETTINGS
 from tests.polling import process_alive, wait_until
 from tests.support.batch_jobs import (
     clients,
@@ -93,8 +94,13 @@ def test_jobs_run_this_python_see_their_environment_and_reach_moto(
     assert environment["AWS_BATCH_JOB_ID"] == job_id
     assert environment["MOTO_HTTP_ENDPOINT"] == local_batch.endpoint_url
     assert environment["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
-    leaked = {name for name in environment if name.startswith("AWS_")} - {"AWS_BATCH_JOB_ID"}
-    assert leaked == set()
+    aws = {name: value for name, value in environment.items() if name.startswith("AWS_")}
+    # Only what moto sets and the settings that keep boto3 in the job off the host's AWS files.
+    assert aws == {
+        "AWS_BATCH_JOB_ID": job_id,
+        **JOB_AWS_SETTINGS,
+        "AWS_ENDPOINT_URL": local_batch.endpoint_url,
+    }
 
 
 def test_terminate_kills_the_running_process_group_and_the_job_fails(

@@ -14,6 +14,7 @@ from typing import Any
 import docker
 import pytest
 
+from batchcrew.localbatch.environment import JOB_AWS_SETTINGS
 from tests.support.engine import EngineProcess, parse_frames, wait_for_output
 from tests.support.processes import group_members, wait_until_gone
 
@@ -225,6 +226,7 @@ def test_jobs_get_only_path_home_lang_and_python_variables_from_the_host(
     assert container.wait()["StatusCode"] == 0
     seen = json.loads(container.logs())
     allowed = {"PATH", "HOME", "LANG", "VIRTUAL_ENV", *environment, "AWS_BATCH_JOB_ARRAY_INDEX"}
+    allowed |= set(JOB_AWS_SETTINGS)
     assert {name for name in seen if not name.startswith("PYTHON")} <= allowed
     assert SECRET not in seen.values()
     assert seen["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)

@@ -201,3 +201,18 @@ def test_connection_failures_become_aws_errors() -> None:
 def test_call_passes_arguments_and_returns_the_result() -> None:
     config = AWSConfig(region="us-east-1")
     assert config.call("Add", "numbers", lambda a, b: a + b, 2, b=3) == 5
+
+
+def test_credentials_that_cannot_be_obtained_are_an_aws_error(no_aws_settings: Path) -> None:
+    no_aws_settings.write_text("[default]\nregion = us-east-1\ncredential_process = /bin/false\n")
+    aws = AWSConfig()
+    with pytest.raises(
+        AWSError, match="creating a batch client in us-east-1 on the AWS credentials"
+    ):
+        aws.client("batch").describe_job_queues()
+
+
+def test_a_config_file_that_does_not_parse_is_named(no_aws_settings: Path) -> None:
+    no_aws_settings.write_text("[default\nregion = us-east-1\n")
+    with pytest.raises(ValueError, match="the AWS config files cannot be read"):
+        AWSConfig(region="us-east-1")

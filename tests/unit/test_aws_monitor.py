@@ -666,3 +666,13 @@ def test_monitor_arguments_are_checked(aws: AWSConfig) -> None:
         Monitor("", "q", aws=aws)
     with pytest.raises(TypeError, match="aws must be an AWSConfig"):
         Monitor("defn", "q", aws="us-east-1")  # type: ignore[arg-type]
+
+
+def test_a_definition_arn_without_revision_means_every_revision() -> None:
+    aws = AWSConfig(region=REGION, credentials=KEYS)
+    unversioned = f"arn:aws:batch:{REGION}:{ACCOUNT}:job-definition/defn"
+    matches = Monitor(unversioned, "q1", aws=aws)._matches_definition
+    assert matches(definition_arn("defn", 3)) and matches(definition_arn("defn", 1))
+    assert not matches(definition_arn("other", 3))
+    only_three = Monitor(definition_arn("defn", 3), "q1", aws=aws)._matches_definition
+    assert only_three(definition_arn("defn", 3)) and not only_three(definition_arn("defn", 1))

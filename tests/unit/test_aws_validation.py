@@ -68,6 +68,8 @@ def test_a_command_is_a_list_of_strings() -> None:
         check_command([])
     with pytest.raises(TypeError, match="only strings"):
         check_command(["sleep", 3])
+    with pytest.raises(ValueError, match="empty strings"):
+        check_command(["echo", ""])
 
 
 def test_string_maps() -> None:

@@ -101,6 +101,8 @@ class AWSConfig:
             raise ValueError(
                 f"profile: no AWS profile named {core.profile!r}{origin} in the AWS config files"
             ) from error
+        except BotoCoreError as error:  # e.g. a config file that does not parse
+            raise ValueError(f"the AWS config files cannot be read: {error}") from error
         resolved = _resolve_region(region, profile, profile_settings)
         if not _REGION_PATTERN.match(resolved):
             raise ValueError(f"region must look like 'us-east-1', not {resolved!r}")
@@ -202,11 +204,19 @@ class AWSConfig:
             existing = self._clients.get(service_name)
             if existing is not None:
                 return existing
-            created = self._session.client(
-                service_name,  # type: ignore[call-overload]
-                endpoint_url=self._endpoint_url,
-                config=self._botocore_config,
-            )
+            try:
+                created = self._session.client(
+                    service_name,  # type: ignore[call-overload]
+                    endpoint_url=self._endpoint_url,
+                    config=self._botocore_config,
+                )
+            except BotoCoreError as error:  # credentials that cannot be found or obtained
+                raise AWSError(
+                    f"creating a {service_name} client",
+                    self._region,
+                    "the AWS credentials",
+                    str(error),
+                ) from error
             self._watch_retries(created)
             self._clients[service_name] = created
             return created

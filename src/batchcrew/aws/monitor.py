@@ -598,7 +598,11 @@ def _random_job_name() -> str:
 def _definition_matcher(job_definition: str) -> Callable[[object], bool]:
     """A test of a job's definition ARN against a name, `name:revision` or ARN."""
     if job_definition.startswith("arn:"):
-        return lambda arn: arn == job_definition
+        base, _, last = job_definition.rpartition(":")
+        if last.isdigit() and "job-definition/" in base:
+            return lambda arn: arn == job_definition  # that revision only
+        # An ARN without a revision means every revision, as SubmitJob reads it.
+        job_definition = job_definition.rpartition("/")[2]
     name, _, revision = job_definition.partition(":")
 
     def matches(arn: object) -> bool:

@@ -121,6 +121,8 @@ def check_command(value: object) -> list[str]:
     for word in value:
         if not isinstance(word, str):
             raise TypeError(f"command must hold only strings, not {type(word).__name__}")
+        if not word:
+            raise ValueError("command must not hold empty strings (AWS Batch refuses them)")
     return list(value)
 
 

@@ -15,6 +15,17 @@ HOST_VARIABLES = ("PATH", "HOME", "LANG")
 HOST_VARIABLE_PREFIXES = ("PYTHON",)
 """Prefixes of host variables passed through so a job's Python sees the same packages."""
 
+JOB_AWS_SETTINGS = {
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+}
+"""What every job sees of AWS: no file of the host's and fake keys, as a job on AWS Batch sees
+only its role's credentials. With `AWS_ENDPOINT_URL` (set from moto's endpoint) boto3 in a job
+reaches the local Batch, never AWS."""
+
 HOST_GATEWAY_NAME = "host.docker.internal"
 """The name a container uses for its host; a process already on the host uses loopback."""
 
@@ -25,13 +36,14 @@ def host_environment(source: Mapping[str, str], python: str) -> dict[str, str]:
     """Return the part of the host environment that job processes inherit.
 
     Only PATH, HOME, LANG, the `PYTHON*` variables and `VIRTUAL_ENV` pass through; nothing else
-    (credentials, tokens, the caller's AWS settings) reaches a job. PATH starts with the directory
-    of `python`, so a job whose command is plain `python` runs that same interpreter.
+    (credentials, tokens, the caller's AWS settings) reaches a job, and `JOB_AWS_SETTINGS` keep
+    boto3 in a job away from the host's AWS files. PATH starts with the directory of `python`,
+    so a job whose command is plain `python` runs that same interpreter.
 
     Example:
         >>> env = host_environment({"PATH": "/usr/bin", "SECRET": "x"}, "/venv/bin/python")
-        >>> env
-        {'PATH': '/venv/bin:/usr/bin'}
+        >>> env["PATH"], "SECRET" in env, env["AWS_CONFIG_FILE"] == os.devnull
+        ('/venv/bin:/usr/bin', False, True)
     """
     environment = {
         name: value
@@ -47,6 +59,7 @@ def host_environment(source: Mapping[str, str], python: str) -> dict[str, str]:
         if entry and entry != python_directory
     ]
     environment["PATH"] = os.pathsep.join([python_directory, *rest])
+    environment.update(JOB_AWS_SETTINGS)
     return environment
 
 
@@ -73,7 +86,8 @@ def job_environment(base: Mapping[str, str], container_env: Iterable[str]) -> di
     Two adaptations make a process on the host see what a container on AWS Batch would see:
     `host.docker.internal` (how a container reaches its host, e.g. in moto's `MOTO_HOST`)
     becomes 127.0.0.1, and an array child (`AWS_BATCH_JOB_ID` ending in `:<index>`) gets
-    `AWS_BATCH_JOB_ARRAY_INDEX`, which AWS sets and moto does not.
+    `AWS_BATCH_JOB_ARRAY_INDEX`, which AWS sets and moto does not. A job of moto's also gets
+    `AWS_ENDPOINT_URL` set to moto's endpoint, so boto3 in it reaches the local Batch.
 
     Example:
         >>> env = job_environment({"PATH": "/bin"}, ["AWS_BATCH_JOB_ID=ab12:3"])
@@ -83,6 +97,9 @@ def job_environment(base: Mapping[str, str], container_env: Iterable[str]) -> di
     environment = dict(base)
     for name, value in parse_container_env(container_env).items():
         environment[name] = value.replace(HOST_GATEWAY_NAME, LOOPBACK_ADDRESS)
+    moto_endpoint = environment.get("MOTO_HTTP_ENDPOINT")
+    if moto_endpoint:
+        environment.setdefault("AWS_ENDPOINT_URL", moto_endpoint)
     job_id = environment.get("AWS_BATCH_JOB_ID", "")
     _, separator, index = job_id.rpartition(":")
     if separator and index.isdigit() and "AWS_BATCH_JOB_ARRAY_INDEX" not in environment:
