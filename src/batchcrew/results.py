@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     import pandas
 
 Status = Literal["success", "error", "crash", "cancel", "timeout"]
-STATUSES: tuple[Status, ...] = ("success", "error", "crash", "cancel", "timeout")
 
 _COMMAND_LENGTH = 80
 _argument_repr = reprlib.Repr()
