@@ -204,8 +204,8 @@ class Controller:
         self._scheduler = Scheduler(self._limits)
         self._server: Server | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._handles: dict[str, Any] = {}
         self._launch_futures: dict[str, concurrent.futures.Future[Any]] = {}
+        self._polling: set[str] = set()
         self._inbox: list[TaskSpec] = []
         self._inbox_scheduled = False
         self._last_round: float | None = None
@@ -900,25 +900,42 @@ class Controller:
         assert loop is not None
         error = future.exception()
         if error is None:
-            self._handles[launch] = future.result()
             return
+        self._launch_futures.pop(launch, None)
         self.launcher.record_error(f"launch {launch} failed: {error}")
         self._scheduler.launch_failed(launch, None, loop.time())
         assert self._server is not None
         self._server.revoke(launch)
 
+    def _handle(self, launch: str) -> Any:
+        """The launcher's handle of a launch that went out (None while in flight or failed)."""
+        future = self._launch_futures.get(launch)
+        if future is None or not future.done() or future.exception() is not None:
+            return None
+        return future.result()
+
     def _poll_launches(self) -> None:
-        """Ask the launcher about every launch with workers not yet seen to end: to learn of
-        workers that die before connecting, and to reap (and forget) finished launches."""
+        """Ask the launcher about launches with a worker that is not connected now: to learn of
+        workers that die before connecting, and to reap (and forget) finished launches. A
+        connected worker's own connection says when it ends, so it costs no poll."""
         pool = self._pool
         assert pool is not None
-        for launch_id, handle in self._handles.items():
+        live = {(state.launch, state.index) for state in self._scheduler.workers.values()}
+        for launch_id in list(self._launch_futures):
+            handle = self._handle(launch_id)
+            count = self._scheduler.launches[launch_id].count
+            if handle is None or launch_id in self._polling:
+                continue
+            if all((launch_id, index) in live for index in range(count)):
+                continue
+            self._polling.add(launch_id)
             polled = functools.partial(self._threadsafe, self._polled, launch_id)
             pool.submit(self.launcher.poll, handle).add_done_callback(polled)
 
     def _polled(self, launch: str, future: concurrent.futures.Future[dict[int, str]]) -> None:
         loop = self._loop
         assert loop is not None
+        self._polling.discard(launch)
         error = future.exception()
         if error is not None:
             self.launcher.record_error(f"polling launch {launch} failed: {error}")
@@ -935,7 +952,6 @@ class Controller:
             )
             self._scheduler.launch_failed(launch, [index], loop.time())
         if len(ended) >= state.count:  # every worker of the launch is gone: forget it
-            self._handles.pop(launch, None)
             self._launch_futures.pop(launch, None)
 
     def _terminate_launch(self, action: TerminateLaunch) -> None:
@@ -943,7 +959,7 @@ class Controller:
         assert pool is not None and server is not None
         server.revoke(action.launch)
         self.launcher.record_error(f"launch {action.launch}: {action.reason}")
-        handle = self._handles.get(action.launch)
+        handle = self._handle(action.launch)
         if handle is not None and action.indices:
             pool.submit(self.launcher.terminate, handle, action.indices)
 

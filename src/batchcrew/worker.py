@@ -364,11 +364,12 @@ def _connect(settings: WorkerSettings) -> Channel:
         **versions(),
     }
     channel.send(protocol.encode(Kind.HELLO, hello))
+    waiting = _poller(channel)
     while True:
         frame = channel.pop_frame()
         if frame is not None:
             break
-        _wait_readable(channel, deadline)
+        _wait_readable(waiting, deadline)
         channel.receive()
     if frame.kind is not Kind.WELCOME:
         reason = frame.header.get("reason") or "the controller closed the connection"
@@ -377,14 +378,19 @@ def _connect(settings: WorkerSettings) -> Channel:
     return channel
 
 
-def _wait_readable(
-    channel: Channel, deadline: float | None = None, wake: int | None = None
-) -> None:
-    """Wait until the socket (or the watchdog's wake-up pipe) has something to read."""
+def _poller(channel: Channel, wake: int | None = None) -> select.poll:
+    """A poll set of the socket (and the watchdog's wake-up pipe), made once per connection."""
     poller = select.poll()
     poller.register(channel.sock.fileno(), select.POLLIN | select.POLLRDHUP)
     if wake is not None:
         poller.register(wake, select.POLLIN)
+    return poller
+
+
+def _wait_readable(
+    poller: select.poll, deadline: float | None = None, wake: int | None = None
+) -> None:
+    """Wait until the socket (or the wake-up pipe) has something to read."""
     while True:
         seconds = None if deadline is None else deadline - time.monotonic()
         if seconds is not None and seconds <= 0:
@@ -418,11 +424,12 @@ def serve(channel: Channel, settings: WorkerSettings) -> None:
 
     signal.signal(signal.SIGUSR1, interrupt_task)
     signal.signal(signal.SIGALRM, interrupt_task)
+    waiting = _poller(channel, watchdog.wake_reader)
     watchdog.start()
     while True:
         frame = channel.pop_frame()
         if frame is None:
-            _wait_readable(channel, wake=watchdog.wake_reader)
+            _wait_readable(waiting, wake=watchdog.wake_reader)
             channel.receive()
             watchdog.heard()
             continue

@@ -64,10 +64,13 @@ class Launcher(abc.ABC):
         return 1
 
     def default_host(self) -> str:
-        """The address the controller listens on when the user gives none.
+        """The address the controller listens on when the user gives none: loopback here; a
+        launcher whose workers run on other machines returns an address they can reach.
 
         Example:
-            >>> LocalLauncherLike = Launcher  # doctest: +SKIP
+            >>> from batchcrew.launchers.local import LocalLauncher
+            >>> LocalLauncher().default_host()
+            '127.0.0.1'
         """
         return "127.0.0.1"
 
