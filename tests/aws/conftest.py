@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from batchcrew.localbatch import LocalBatch
-from tests.polling import process_alive
 from tests.support.hermetic import hermetic_aws_environment
-from tests.support.processes import group_members, wait_until_gone
+from tests.support.processes import group_members, process_alive, wait_until_gone
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ from typing import Any
 
 from batchcrew.aws.monitor import Monitor
 from batchcrew.localbatch import LocalBatch
-from tests.polling import wait_until
 from tests.support.batch_jobs import clients
 from tests.support.job_states import (
     job_states_at_full_speed,
@@ -23,6 +22,7 @@ from tests.support.job_states import (
     sleeping_command,
     wait_until_running,
 )
+from tests.support.polling import wait_until
 from tests.support.processes import group_members, wait_until_gone
 
 

@@ -16,7 +16,7 @@ from batchcrew.aws.definition import JobDefinition
 from batchcrew.aws.monitor import Monitor
 from batchcrew.errors import AWSError
 from batchcrew.localbatch import LocalBatch
-from tests.polling import wait_until
+from tests.support.polling import wait_until
 
 ECS_TASKS_MAY_ASSUME = {
     "Version": "2012-10-17",

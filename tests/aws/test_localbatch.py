@@ -17,7 +17,6 @@ import batchcrew
 from batchcrew.errors import BatchcrewError
 from batchcrew.localbatch import LocalBatch
 from batchcrew.localbatch.environment import JOB_AWS_SETTINGS
-from tests.polling import process_alive, wait_until
 from tests.support.batch_jobs import (
     clients,
     log_messages,
@@ -26,7 +25,8 @@ from tests.support.batch_jobs import (
     wait_for_status,
 )
 from tests.support.hermetic import hermetic_aws_environment
-from tests.support.processes import group_members, wait_until_gone
+from tests.support.polling import wait_until
+from tests.support.processes import group_members, process_alive, wait_until_gone
 
 SLEEP = "import time; time.sleep(120)"
 SLEEP_WITH_CHILD = (

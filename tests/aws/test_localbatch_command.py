@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from batchcrew.cli import main
-from tests.polling import wait_until
+from tests.support.polling import wait_until
 from tests.support.processes import children_of, group_members, wait_until_gone
 
 

@@ -19,7 +19,6 @@ from batchcrew.aws.monitor import Monitor
 from batchcrew.aws.validation import JOB_STATUSES
 from batchcrew.errors import AWSError
 from batchcrew.localbatch import LocalBatch
-from tests.polling import wait_until
 from tests.support.batch_jobs import clients
 from tests.support.job_states import (
     job_states_at_full_speed,
@@ -27,6 +26,7 @@ from tests.support.job_states import (
     sleeping_command,
     wait_until_running,
 )
+from tests.support.polling import wait_until
 from tests.support.processes import group_members, wait_until_gone
 
 QUICK = ["python", "-c", "pass"]

@@ -11,7 +11,8 @@ import pytest
 
 import batchcrew as bc
 from tests.integration import tasks
-from tests.polling import process_alive, wait_until
+from tests.support.polling import wait_until
+from tests.support.processes import process_alive
 
 Make = Callable[..., bc.Controller]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import batchcrew as bc
 from tests.integration import tasks
-from tests.polling import process_alive, wait_until
+from tests.support.polling import wait_until
+from tests.support.processes import process_alive
 
 Make = Callable[..., bc.Controller]
 

@@ -12,7 +12,8 @@ import pytest
 
 import batchcrew as bc
 from tests.integration import tasks
-from tests.polling import wait_until, zombie_children
+from tests.support.polling import wait_until
+from tests.support.processes import zombie_children
 
 Make = Callable[..., bc.Controller]
 

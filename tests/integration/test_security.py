@@ -19,7 +19,8 @@ import batchcrew as bc
 from batchcrew import protocol
 from batchcrew.protocol import Kind, versions
 from tests.integration import tasks
-from tests.polling import process_alive, wait_until
+from tests.support.polling import wait_until
+from tests.support.processes import process_alive
 
 Make = Callable[..., bc.Controller]
 

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 
 from batchcrew.localbatch import LocalBatch
-from tests.polling import wait_until
+from tests.support.polling import wait_until
 
 FINISHED = ("SUCCEEDED", "FAILED")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import docker
 
-from tests.polling import wait_until
+from tests.support.polling import wait_until
 
 
 @dataclass(frozen=True)

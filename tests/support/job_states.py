@@ -11,8 +11,8 @@ import urllib.request
 from typing import Any
 
 from batchcrew.localbatch import LocalBatch
-from tests.polling import wait_until
 from tests.support.batch_jobs import wait_for_status
+from tests.support.polling import wait_until
 
 
 def sleeping_command(seconds: int = 60) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 
-from tests.polling import process_alive, wait_until
+from tests.support.polling import wait_until
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -28,6 +28,24 @@ def _live_processes() -> Iterator[tuple[int, list[str]]]:
             fields = _stat_fields(int(entry))
             if fields is not None and fields[0] != "Z":
                 yield int(entry), fields
+
+
+def process_alive(pid: int) -> bool:
+    """True while a process with this id exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def zombie_children() -> list[int]:
+    """Children of this process that exited and were never reaped."""
+    me = str(os.getpid())
+    zombies = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None and fields[0] == "Z" and fields[1] == me:
+                zombies.append(int(entry))
+    return zombies
 
 
 def group_members(pgid: int) -> set[int]:

@@ -76,6 +76,16 @@ def test_push_checks_before_anything_runs() -> None:
             crew.wait(mode="some")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="names must be a list"):
             crew.cancel("task-1")
+        with pytest.raises(ValueError, match="give at least one iterable"):
+            crew.map(print)
+        with pytest.raises(TypeError, match="names must be an iterable of task names"):
+            crew.walk(print, [1], names="a")
+        with pytest.raises(TypeError, match="progress must be True, False or None"):
+            crew.map(print, [1], progress="yes")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="timeout must be a number >= 0"):
+            crew.pop(timeout=-1)
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            crew.wait(timeout="soon")  # type: ignore[arg-type]
         assert len(crew) == 0
     finally:
         crew.terminate()
