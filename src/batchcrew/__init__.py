@@ -3,9 +3,12 @@
 Names load on first use, so a worker process (`python -m batchcrew.worker`) imports only what
 it runs.
 
+`batchcrew.aws` (AWS Batch) and `batchcrew.localbatch` (a local AWS Batch for dry runs) load
+the same way, on first use.
+
 Example:
     >>> import batchcrew as bc
-    >>> with bc.Controller(workers=2) as crew:  # doctest: +SKIP
+    >>> with bc.Controller(workers=2) as crew:
     ...     crew.map(pow, [2, 3], [10, 2]).values()
     [1024, 9]
 """
@@ -18,33 +21,50 @@ from batchcrew.lazy import lazy_exports
 from batchcrew.version import __version__
 
 if TYPE_CHECKING:
+    from batchcrew import aws, localbatch
     from batchcrew.controller import Controller
     from batchcrew.errors import (
         AWSError,
         BatchcrewError,
+        CertificateMismatch,
+        ConnectionRefused,
         LaunchError,
         ProtocolError,
         TaskError,
         TerminatedError,
     )
-    from batchcrew.executor import ControllerExecutor
-    from batchcrew.launchers.base import Launcher, LaunchRequest
+    from batchcrew.executor import ControllerExecutor, TaskFuture
+    from batchcrew.launchers.base import (
+        ErrorRecord,
+        Launcher,
+        LaunchHandle,
+        LaunchRequest,
+        WorkerStatus,
+    )
     from batchcrew.launchers.local import LocalLauncher
     from batchcrew.results import Result, Results
     from batchcrew.task import Task
     from batchcrew.tls import TLS
 
 _HOMES = {
+    "aws": "batchcrew.aws",
+    "localbatch": "batchcrew.localbatch",
     "Controller": "batchcrew.controller",
     "ControllerExecutor": "batchcrew.executor",
+    "TaskFuture": "batchcrew.executor",
     "AWSError": "batchcrew.errors",
     "BatchcrewError": "batchcrew.errors",
+    "CertificateMismatch": "batchcrew.errors",
+    "ConnectionRefused": "batchcrew.errors",
     "LaunchError": "batchcrew.errors",
     "ProtocolError": "batchcrew.errors",
     "TaskError": "batchcrew.errors",
     "TerminatedError": "batchcrew.errors",
+    "ErrorRecord": "batchcrew.launchers.base",
     "Launcher": "batchcrew.launchers.base",
+    "LaunchHandle": "batchcrew.launchers.base",
     "LaunchRequest": "batchcrew.launchers.base",
+    "WorkerStatus": "batchcrew.launchers.base",
     "LocalLauncher": "batchcrew.launchers.local",
     "Result": "batchcrew.results",
     "Results": "batchcrew.results",
@@ -56,9 +76,13 @@ __all__ = [
     "TLS",
     "AWSError",
     "BatchcrewError",
+    "CertificateMismatch",
+    "ConnectionRefused",
     "Controller",
     "ControllerExecutor",
+    "ErrorRecord",
     "LaunchError",
+    "LaunchHandle",
     "LaunchRequest",
     "Launcher",
     "LocalLauncher",
@@ -67,8 +91,12 @@ __all__ = [
     "Results",
     "Task",
     "TaskError",
+    "TaskFuture",
     "TerminatedError",
+    "WorkerStatus",
     "__version__",
+    "aws",
+    "localbatch",
 ]
 
 

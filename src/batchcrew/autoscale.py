@@ -1,13 +1,11 @@
 """The autoscaler: how many workers to launch, at which resource level, and when.
 
-A pure function of the scheduler's counts and the time; it never launches anything itself.
+A pure function of per-level demand and supply and of the time; it never launches anything.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from batchcrew.scheduler import Counts
 
 SECONDS_BACKOFF_MAX = 30.0
 """The longest pause between launch rounds after launches keep failing."""
@@ -28,15 +26,34 @@ class LaunchOrder:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The autoscaler's settings.
+    """The autoscaler's settings: the most workers at once, the shortest time between launch
+    rounds, and the most workers one launch may hold (None: no limit).
 
     Example:
-        >>> Policy(workers=4, seconds_interval=0.25).workers
-        4
+        >>> Policy(workers=4, seconds_interval=0.25).launch_size_max is None
+        True
     """
 
     workers: int
     seconds_interval: float
+    launch_size_max: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What the autoscaler decides from.
+
+    `demand[k]`: tasks that need a worker of level k; `supply[k]`: workers of level k that
+    take more work, connected or on their way; `workers`: every worker connected or on its way.
+
+    Example:
+        >>> Counts(demand=(3,), supply=(1,), workers=1).workers
+        1
+    """
+
+    demand: tuple[int, ...]
+    supply: tuple[int, ...]
+    workers: int
 
 
 def seconds_until_round(
@@ -68,7 +85,8 @@ def plan_launches(policy: Policy, counts: Counts) -> list[LaunchOrder]:
 
     Tasks that need level k can run on workers of level k or higher, so levels are served from
     the top down: a worker launched for a higher level also counts as supply for lower ones.
-    The total never exceeds `policy.workers`.
+    The total never exceeds `policy.workers`; a level's workers go out in as few launches as
+    `launch_size_max` allows.
 
     Example:
         >>> plan_launches(Policy(workers=4, seconds_interval=0.25),
@@ -78,13 +96,17 @@ def plan_launches(policy: Policy, counts: Counts) -> list[LaunchOrder]:
     room = policy.workers - counts.workers
     orders: list[LaunchOrder] = []
     demand_above = supply_above = 0
+    size = policy.launch_size_max
     for level in reversed(range(len(counts.demand))):
         demand_above += counts.demand[level]
         supply_above += counts.supply[level]
-        deficit = demand_above - supply_above
-        count = min(deficit, room)
-        if count > 0:
-            orders.append(LaunchOrder(level, count))
-            room -= count
-            supply_above += count
+        count = min(demand_above - supply_above, room)
+        if count <= 0:
+            continue
+        room -= count
+        supply_above += count
+        while count > 0:
+            part = count if size is None else min(count, size)
+            orders.append(LaunchOrder(level, part))
+            count -= part
     return orders

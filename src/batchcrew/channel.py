@@ -8,12 +8,14 @@ result goes out without a thread hop.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
 import threading
 from collections import deque
 
 from batchcrew import protocol
+from batchcrew.errors import CertificateMismatch
 from batchcrew.protocol import Frame, Kind
 from batchcrew.tls import certificate_matches, client_context
 
@@ -43,6 +45,9 @@ class Channel:
         self._parser = protocol.FrameParser(protocol.BODY_BYTES_MAX)
         self._frames: deque[Frame] = deque()
         self.closed = False
+        """Closed by this side (`close`)."""
+        self._ended = False
+        """The controller ended the connection: frames read before it are still taken."""
 
     @classmethod
     def connect(cls, host: str, port: int, fingerprint: str | None, seconds: float) -> Channel:
@@ -76,8 +81,8 @@ class Channel:
             raise
         if not certificate_matches(tls.getpeercert(binary_form=True), fingerprint):
             sock.close()
-            raise ConnectionRefusedError(
-                "the controller's certificate does not match the pinned fingerprint"
+            raise CertificateMismatch(
+                f"the certificate of {host}:{port} does not match the pinned fingerprint"
             )
         sock.settimeout(None)
         return cls(sock, tls, incoming, outgoing)
@@ -115,18 +120,21 @@ class Channel:
         """
         with self._lock:
             frames: list[Frame] = []
-            while True:  # everything available: an edge-triggered reader gets no second call
+            # Everything available: an edge-triggered reader gets no second call.
+            while not self._ended:
                 try:
                     data = self.sock.recv(RECEIVE_BYTES, socket.MSG_DONTWAIT)
                 except (BlockingIOError, InterruptedError):
                     break
                 if not data:
-                    self.closed = True
-                    raise ConnectionError("the controller closed the connection")
+                    self._ended = True
+                    break
                 frames += self._decode(data)
                 if len(data) < RECEIVE_BYTES:
                     break  # the socket is drained (a new arrival raises a new edge)
             self._frames.extend(frames)
+            if self._ended and not frames:  # what came before the end is taken first
+                raise ConnectionError("the controller closed the connection")
             return frames
 
     def _decode(self, data: bytes) -> list[Frame]:
@@ -135,17 +143,28 @@ class Channel:
             return self._parser.feed(data)
         self._incoming.write(data)
         frames: list[Frame] = []
-        while True:
+        while not self._ended:
             try:
-                frames += self._parser.feed(self._tls.read(RECEIVE_BYTES))
+                plain = self._tls.read(RECEIVE_BYTES)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
-                self.closed = True
-                raise ConnectionError("the controller closed the TLS session") from None
+                plain = b""
+            if not plain:  # close_notify, perhaps in the same read as the last frames
+                self._ended = True
+                break
+            frames += self._parser.feed(plain)
         if self._outgoing.pending:  # post-handshake messages the TLS layer answers
             self.sock.sendall(self._outgoing.read())
         return frames
+
+    def hide_from_children(self) -> None:
+        """In a process forked from the worker (by a task), let go of the connection: only the
+        worker itself holds it, so the controller sees it close when the worker dies."""
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, self.sock.fileno())  # the number stays taken: nothing reuses it
+            os.close(null)
 
     def close(self) -> None:
         """Close the socket (wakes any thread waiting on it)."""

@@ -1,102 +1,43 @@
 """`Controller`: the user's face. Push tasks, get results; workers come and go by themselves.
 
-Its methods are synchronous and thread-safe; they hand work to one event-loop thread that owns
-the scheduler, the server and the launch rounds. Launcher calls run on a thread pool.
+A thin façade: settings are checked by `settings.py`, tasks are held by the task book, and the
+event loop (runtime) runs the dispatcher, which owns the scheduler, the launch book and the
+server. Every method is synchronous and thread-safe.
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import concurrent.futures
 import contextlib
-import functools
-import itertools
 import logging
-import math
-import reprlib
 import secrets
 import sys
 import threading
 import warnings
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
-from batchcrew.autoscale import Policy, plan_launches, seconds_until_round
+from batchcrew.calls import Call, PickledFunction, check_name, pickle_function, prepare
 from batchcrew.errors import BatchcrewError, TaskError, TerminatedError
-from batchcrew.launchers.base import Launcher, LaunchRequest
-from batchcrew.protocol import BODY_BYTES_MAX, SECONDS_HEARTBEAT, Kind, function_key
-from batchcrew.results import Result, Results, describe_call
-from batchcrew.scheduler import (
-    Action,
-    Disconnect,
-    Limits,
-    Resolve,
-    Scheduler,
-    SendCancel,
-    SendExit,
-    SendTask,
-    TaskSpec,
-    TerminateLaunch,
-)
-from batchcrew.seeds import controller_seed, task_seed
-from batchcrew.serialization import dumps_function, dumps_value
-from batchcrew.server import Server, ServerCounts
-from batchcrew.task import Task, TaskEntry, TaskGroup
+from batchcrew.launchers.base import Launcher
+from batchcrew.results import Result, Results
+from batchcrew.settings import Settings, check_seconds
+from batchcrew.task import Task
+from batchcrew.taskbook import TaskBook, TaskEntry, TaskGroup
 from batchcrew.tls import TLS
 
 if TYPE_CHECKING:
     import pandas
 
-    from batchcrew.executor import ControllerExecutor
+    from batchcrew.dispatch import Dispatcher
+    from batchcrew.executor import ControllerExecutor, TaskFuture
+    from batchcrew.runtime import Runtime
+    from batchcrew.server import ServerCounts
 
 logger = logging.getLogger("batchcrew.controller")
 
-T = TypeVar("T")
-
-SECONDS_POLL_LAUNCHES = 1.0
-"""How often the controller asks the launcher which unconnected workers have ended."""
-
-SECONDS_WORKER_TIMEOUT = 60.0
-"""A worker that hears nothing from its controller this long exits (heartbeats come every 5 s)."""
-
-SECONDS_EXIT_GRACE = 1.0
-"""At termination, how long workers have to leave by themselves before they are stopped."""
-
 PUSH_BATCH = 1000
-"""Tasks `map` hands to the event loop at a time."""
-
-_Function = tuple[str, bytes, Callable[..., Any]]
-"""A function's cache key, its pickle, and the function itself."""
-_Call = tuple[_Function, tuple[Any, ...], dict[str, Any], str | None]
-"""A function, positional and keyword arguments, and a task name (None: generated)."""
-_Prepared = tuple[str, bytes, str, bytes, str | None]
-"""A function's key and pickle, the call's text, the pickled arguments, the task name."""
-
-NAME_LENGTH_MAX = 1024
-"""The longest task name (names travel in frame headers)."""
-
-
-def _check_seconds(name: str, value: Any, *, none: bool = False, zero: bool = False) -> None:
-    if value is None and none:
-        return
-    allowed = "a number" + (" >= 0" if zero else " > 0") + (" or None" if none else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be {allowed}, not {type(value).__name__}")
-    if math.isnan(value) or value < 0 or (value == 0 and not zero):
-        raise ValueError(f"{name} must be {allowed}, not {value!r}")
-
-
-def _check_count(name: str, value: Any, *, minimum: int, none: bool = False) -> None:
-    if value is None and none:
-        return
-    allowed = f"an integer >= {minimum}" + (" or None" if none else "")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be {allowed}, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be {allowed}, not {value!r}")
+"""Tasks `map` hands to the event loop at a time, so workers start before the last is ready."""
 
 
 class Controller:
@@ -124,7 +65,7 @@ class Controller:
 
     Example:
         >>> import batchcrew as bc
-        >>> with bc.Controller(workers=2, seed=1) as crew:  # doctest: +SKIP
+        >>> with bc.Controller(workers=2, seed=1) as crew:
         ...     crew.map(pow, [2, 3], [5, 2]).values()
         [32, 9]
     """
@@ -152,140 +93,151 @@ class Controller:
             launcher = LocalLauncher()
         if not isinstance(launcher, Launcher):
             raise TypeError(f"launcher must be a batchcrew.Launcher, not {type(launcher).__name__}")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError("name must be a non-empty string or None")
-        _check_count("workers", workers, minimum=1)
-        if host is not None and (not isinstance(host, str) or not host):
-            raise ValueError("host must be a non-empty address string or None")
-        _check_count("port", port, minimum=0)
-        if port > 65535:
-            raise ValueError(f"port must be an integer from 0 to 65535, not {port}")
-        if not (tls is None or tls == "automatic" or isinstance(tls, TLS)):
-            raise ValueError("tls must be 'automatic', a batchcrew.TLS object, or None")
-        _check_seconds("seconds_idle", seconds_idle)
-        _check_seconds("seconds_launch", seconds_launch)
-        _check_seconds("seconds_wall", seconds_wall, none=True)
-        _check_seconds("seconds_interval", seconds_interval)
-        _check_count("tasks_max", tasks_max, minimum=1, none=True)
-        _check_count("crashes_max", crashes_max, minimum=1)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an integer or None, not {type(seed).__name__}")
-        if seed is not None and not -(2**127) <= seed < 2**127:
-            raise ValueError("seed must be an integer from -2**127 to 2**127 - 1")
-        self.launcher = launcher
-        self.name = name or f"crew-{secrets.token_hex(3)}"
-        self.workers = workers
-        self.host = host or launcher.default_host()
-        self.port = port
-        self.tls = TLS.automatic() if tls == "automatic" else tls
-        self.seed = controller_seed(seed)
-        self._limits = Limits(
-            seconds_idle=float(seconds_idle),
-            seconds_launch=float(seconds_launch),
-            seconds_wall=None if seconds_wall is None else float(seconds_wall),
+        self._settings = Settings.checked(
+            name=name,
+            workers=workers,
+            host=launcher.default_host() if host is None else host,
+            port=port,
+            tls=tls,
+            seconds_idle=seconds_idle,
+            seconds_launch=seconds_launch,
+            seconds_wall=seconds_wall,
+            seconds_interval=seconds_interval,
             tasks_max=tasks_max,
             crashes_max=crashes_max,
-            levels=launcher.levels,
-            workers=workers,
+            seed=seed,
         )
-        self._policy = Policy(workers=workers, seconds_interval=float(seconds_interval))
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._waiters = 0
-        self._entries: dict[str, TaskEntry] = {}
-        self._resolved: deque[TaskEntry] = deque()
-        self._unresolved = 0
-        self._unresolved_poppable = 0
-        self._pushed = 0
-        self._names = itertools.count()
+        self._launcher = launcher
+        self._id = secrets.token_hex(8)
+        self._tasks = TaskBook(self._settings.seed)
+        self._runtime: Runtime | None = None
+        self._dispatcher: Dispatcher | None = None
         self._state: Literal["new", "started", "terminated"] = "new"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._scheduler = Scheduler(self._limits)
-        self._server: Server | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._launch_futures: dict[str, concurrent.futures.Future[Any]] = {}
-        self._polling: set[str] = set()
-        self._inbox: list[TaskSpec] = []
-        self._inbox_scheduled = False
-        self._last_round: float | None = None
-        self._round_scheduled = False
-        self._last_heartbeat = 0.0
-        self._last_poll = 0.0
+        self._state_lock = threading.Lock()
+        self._executors: weakref.WeakSet[ControllerExecutor] = weakref.WeakSet()
+
+    # ----- settings (read-only) ---------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """Every setting, as checked at construction."""
+        return self._settings
+
+    @property
+    def launcher(self) -> Launcher:
+        """The launcher that starts workers (its `errors()` tell why launches failed)."""
+        return self._launcher
+
+    @property
+    def name(self) -> str:
+        """The controller's name (in logs and job names)."""
+        return self._settings.name
+
+    @property
+    def id(self) -> str:
+        """A unique id of this controller (in job tags)."""
+        return self._id
+
+    @property
+    def workers(self) -> int:
+        """The most workers at once."""
+        return self._settings.workers
+
+    @property
+    def host(self) -> str:
+        """The address workers dial."""
+        return self._settings.host
+
+    @property
+    def port(self) -> int:
+        """The port workers dial (the one bound, once started)."""
+        dispatcher = self._dispatcher
+        return dispatcher.server.port if dispatcher is not None else self._settings.port
+
+    @property
+    def seed(self) -> int:
+        """The seed every task's seed derives from."""
+        return self._settings.seed
 
     # ----- life -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start listening (idempotent; the first push starts the controller by itself)."""
-        with self._lock:
+        """Start listening (idempotent; the first push starts the controller by itself).
+
+        Example:
+            >>> crew.start()
+            >>> crew.port > 0
+            True
+        """
+        from batchcrew.dispatch import Dispatcher
+        from batchcrew.runtime import Runtime
+
+        with self._state_lock:
             if self._state == "terminated":
                 raise TerminatedError(f"controller {self.name} was terminated")
             if self._state == "started":
                 return
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=4, thread_name_prefix=f"batchcrew-{self.name}-launch"
-            )
-            self._loop = asyncio.new_event_loop()
-            self._server = Server(
-                self._scheduler,
-                self._apply,
-                self.tls.server_context() if self.tls else None,
-                self.host,
-                self.port,
-                report=self.launcher.record_error,
-            )
-            started = threading.Event()
-            self._thread = threading.Thread(
-                target=self._run_loop, args=(started,), name=f"batchcrew-{self.name}", daemon=True
-            )
-            self._thread.start()
-            started.wait()
-            if not self._server.listening:
-                self._thread.join()
-                self._pool.shutdown()
-                self._loop.close()
-                self._loop = self._thread = self._pool = self._server = None
+            runtime = Runtime(self.name)
+            dispatcher = Dispatcher(self._settings, self._launcher, self._tasks, runtime, self._id)
+            try:
+                runtime.start(dispatcher.start)
+            except OSError as error:
                 raise BatchcrewError(
-                    f"controller {self.name} could not listen on {self.host}:{self.port}"
-                )
-            self.port = self._server.port
+                    f"controller {self.name} could not listen on "
+                    f"{self._settings.host}:{self._settings.port}: {error}"
+                ) from error
+            self._runtime, self._dispatcher = runtime, dispatcher
             self._state = "started"
-        _live_controllers.add(self)
+        _exit_hook.watch(self)
         logger.info("controller %s listening on %s:%d", self.name, self.host, self.port)
 
     def terminate(self) -> None:
-        """End every worker this controller launched and stop listening (idempotent).
+        """End every worker and job this controller launched and stop listening (idempotent).
 
         Unresolved tasks resolve with status `cancel`.
+
+        Example:
+            >>> with Controller() as other:
+            ...     other.terminate()
+            >>> try:
+            ...     other.push(abs, 1)
+            ... except TerminatedError as error:
+            ...     print(type(error).__name__, isinstance(error, RuntimeError))
+            TerminatedError True
         """
-        if self._thread is not None and threading.get_ident() == self._thread.ident:
+        runtime, dispatcher = self._runtime, self._dispatcher
+        if runtime is not None and runtime.on_loop:
             raise BatchcrewError("terminate() cannot run in a future's done-callback")
-        with self._lock:
-            if self._state != "started":
-                self._state = "terminated"
-                return
+        with self._state_lock:
+            started = self._state == "started"
             self._state = "terminated"
-        loop, thread, pool = self._loop, self._thread, self._pool
-        assert loop is not None and thread is not None and pool is not None
+        self._tasks.close()
+        if not started or runtime is None or dispatcher is None:
+            return
         try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=30)
+            runtime.run(dispatcher.shutdown(), timeout=30)
         except Exception:  # the rest of the teardown must happen all the same
             logger.exception("controller %s: the orderly shutdown failed", self.name)
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        # Launches still in flight finish first, so none starts a worker after this point.
-        pool.shutdown(wait=True, cancel_futures=True)
-        for launch, future in self._launch_futures.items():
-            if future.cancelled() or future.exception() is not None:
-                continue
-            try:
-                self.launcher.terminate(future.result())
-            except Exception as error:  # noqa: BLE001 (every launch must get its chance)
-                self.launcher.record_error(f"terminating launch {launch} failed: {error!r}")
-        self.launcher.close()
-        _live_controllers.discard(self)
+        runtime.stop()
+        self._end_launches(dispatcher)
+        _exit_hook.forget(self)
         logger.info("controller %s terminated", self.name)
+
+    def _end_launches(self, dispatcher: Dispatcher) -> None:
+        """Terminate every launch that may still run, including those whose submission is
+        still under way (each as soon as its handle comes back)."""
+        launcher = self._launcher
+        handles, submissions = dispatcher.leftovers()
+        for submission in submissions:
+            with contextlib.suppress(Exception):  # a failed submission left nothing to end
+                handles.append(submission.result(timeout=60))
+        endings = [launcher.submit(launcher.terminate, handle) for handle in handles]
+        for handle, ending in zip(handles, endings, strict=True):
+            try:
+                ending.result()
+            except Exception as error:  # noqa: BLE001 (every launch gets its chance)
+                launcher.record_error("terminate", str(error), handle.external_id)
+        launcher.close()
 
     def __enter__(self) -> Controller:
         self.start()
@@ -295,11 +247,14 @@ class Controller:
         self.terminate()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return len(self._tasks)
 
     def __repr__(self) -> str:
-        return f"Controller(name={self.name!r}, workers={self.workers}, state={self._state!r})"
+        tasks = self._tasks
+        return (
+            f"Controller(name={self.name!r}, workers={self.workers}, state={self._state!r}, "
+            f"held={len(tasks)}, unresolved={tasks.unresolved})"
+        )
 
     # ----- tasks ------------------------------------------------------------------------
 
@@ -317,15 +272,16 @@ class Controller:
         `seconds_timeout` stops the task on its worker after that many seconds.
 
         Example:
-            >>> with Controller() as crew:  # doctest: +SKIP
-            ...     crew.push(sum, [1, 2, 3], name="six").result().value
+            >>> crew.push(sum, [1, 2, 3], name="six").result().value
             6
+            >>> crew.pop().name
+            'six'
         """
-        function = _pickle_function(fn)
-        entry = self._push_many(
-            [(function, args, kwargs, name)], seconds_timeout=seconds_timeout, poppable=True
-        )[0]
-        return Task(self, entry)
+        function = pickle_function(fn)
+        check_seconds("seconds_timeout", seconds_timeout, none=True)
+        call = prepare(function, args, kwargs, name)
+        entry = self._add(function, [call], seconds_timeout, poppable=True)[0]
+        return Task(self._tasks, entry, self.cancel)
 
     def walk(
         self,
@@ -333,16 +289,19 @@ class Controller:
         *iterables: Iterable[Any],
         names: Iterable[str] | None = None,
         seconds_timeout: float | None = None,
+        strict: bool = True,
     ) -> list[Task]:
         """Push `fn` over zipped iterables without waiting; return the tasks.
 
         Example:
-            >>> with Controller() as crew:  # doctest: +SKIP
-            ...     tasks = crew.walk(pow, [2, 3], [2, 2])
-            ...     crew.wait()
+            >>> tasks = crew.walk(pow, [2, 3], [2, 2])
+            >>> [task.result().value for task in tasks]
+            [4, 9]
+            >>> len(crew.collect())
+            2
         """
-        entries = self._push_calls(fn, iterables, names, seconds_timeout, poppable=True)
-        return [Task(self, entry) for entry in entries]
+        entries = self._push_calls(fn, iterables, names, seconds_timeout, strict, poppable=True)
+        return [Task(self._tasks, entry, self.cancel) for entry in entries]
 
     def map(
         self,
@@ -352,16 +311,17 @@ class Controller:
         error: Literal["raise", "warn", "ignore"] = "raise",
         progress: bool | None = None,
         seconds_timeout: float | None = None,
+        strict: bool = True,
     ) -> Results:
         """Run `fn` over zipped iterables and return the results in input order.
 
         `error`: "raise" raises `TaskError` (carrying every result) if a task did not succeed,
         "warn" warns, "ignore" says nothing. `progress`: show a progress bar (None: when
-        stderr is a terminal).
+        stderr is a terminal). `strict`: iterables of different lengths are an error (False:
+        stop at the shortest, as `zip` does).
 
         Example:
-            >>> with Controller(workers=2) as crew:  # doctest: +SKIP
-            ...     crew.map(pow, [2, 3], [2, 2]).values()
+            >>> crew.map(pow, [2, 3], [2, 2]).values()
             [4, 9]
         """
         if error not in ("raise", "warn", "ignore"):
@@ -370,14 +330,13 @@ class Controller:
             raise TypeError("progress must be True, False or None")
         group = TaskGroup()
         entries = self._push_calls(
-            fn, iterables, names, seconds_timeout, poppable=False, group=group
+            fn, iterables, names, seconds_timeout, strict, poppable=False, group=group
         )
-        show = sys.stderr.isatty() if progress is None else progress
         try:
-            self._wait_group(group, show)
+            self._wait_group(group, sys.stderr.isatty() if progress is None else progress)
         finally:
-            self._abandon(entries)
-        results = Results(entry.result for entry in entries if entry.result is not None)
+            self._forget(entries)
+        results = Results(result for entry in entries if (result := entry.result()) is not None)
         failed = results.failed()
         if failed and error != "ignore":
             first = failed[0]
@@ -397,36 +356,25 @@ class Controller:
         outstanding; a number waits at most that long.
 
         Example:
-            >>> with Controller() as crew:  # doctest: +SKIP
-            ...     crew.push(abs, -1)
-            ...     crew.pop(timeout=None).value
+            >>> _ = crew.push(abs, -1)
+            >>> crew.pop(timeout=None).value
             1
         """
         if timeout is not None:
-            _check_seconds("timeout", timeout, zero=True)
-        with self._changed:
-            self._wait(lambda: bool(self._resolved) or not self._unresolved_poppable, timeout)
-            if not self._resolved:
-                return None
-            entry = self._resolved.popleft()
-            self._entries.pop(entry.name, None)
-            return entry.result
+            check_seconds("timeout", timeout, zero=True)
+        return self._tasks.pop(timeout)
 
     def collect(self) -> Results:
         """Take every result resolved so far (does not wait).
 
         Example:
-            >>> with Controller() as crew:  # doctest: +SKIP
-            ...     crew.push(abs, -1); crew.wait()
-            ...     crew.collect().values()
+            >>> _ = crew.push(abs, -1)
+            >>> crew.wait()
+            True
+            >>> crew.collect().values()
             [1]
         """
-        with self._lock:
-            taken = Results(entry.result for entry in self._resolved if entry.result is not None)
-            for entry in self._resolved:
-                self._entries.pop(entry.name, None)
-            self._resolved.clear()
-        return taken
+        return self._tasks.collect()
 
     def wait(self, mode: Literal["all", "one"] = "all", timeout: float | None = None) -> bool:
         """Wait until every task is resolved ("all") or one result awaits `pop` ("one").
@@ -434,34 +382,37 @@ class Controller:
         Returns False if `timeout` seconds passed first.
 
         Example:
-            >>> with Controller() as crew:  # doctest: +SKIP
-            ...     crew.push(abs, -1)
-            ...     crew.wait(mode="all", timeout=60)
+            >>> _ = crew.push(abs, -1)
+            >>> crew.wait(mode="all", timeout=60)
             True
+            >>> len(crew.collect())
+            1
         """
         if mode not in ("all", "one"):
             raise ValueError(f"mode must be 'all' or 'one', not {mode!r}")
         if timeout is not None:
-            _check_seconds("timeout", timeout, zero=True)
-        with self._changed:
-            if mode == "all":
-                return self._wait(lambda: self._unresolved == 0, timeout)
-            return self._wait(lambda: bool(self._resolved) or self._unresolved == 0, timeout)
+            check_seconds("timeout", timeout, zero=True)
+        return self._tasks.wait(mode, timeout)
 
     def cancel(self, names: Iterable[str] | None = None) -> None:
         """Cancel tasks by name, queued or running (None: every unresolved task).
 
         Example:
-            >>> with Controller() as crew:  # doctest: +SKIP
-            ...     crew.push(time.sleep, 60, name="slow")
-            ...     crew.cancel(["slow"])
+            >>> import time
+            >>> slow = crew.push(time.sleep, 60, name="slow")
+            >>> crew.cancel(["slow"])
+            >>> slow.result().status
+            'cancel'
+            >>> crew.collect().values()
+            [None]
         """
         if isinstance(names, str):
             raise TypeError("names must be a list of task names, not one string")
         chosen = None if names is None else list(names)
-        if self._state != "started":
-            return
-        self._call(lambda now: self._apply(self._scheduler.cancel(chosen, now)))
+        runtime, dispatcher = self._runtime, self._dispatcher
+        if self._state == "started" and runtime is not None and dispatcher is not None:
+            with contextlib.suppress(TerminatedError):
+                runtime.call(lambda: dispatcher.cancel(chosen))
 
     def saturated(self) -> bool:
         """True when the controller holds at least as many tasks as it may run workers.
@@ -475,79 +426,80 @@ class Controller:
     def summary(self) -> pandas.DataFrame:
         """One row per worker: host, pid, launch, level, status, tasks, busy time, errors, crashes.
 
+        Departed workers beyond the most recent thousand are added up in one last row.
+
         Example:
-            >>> with Controller() as crew:  # doctest: +SKIP
-            ...     crew.map(abs, [-1, -2])
-            ...     crew.summary().tasks.sum()
-            2
+            >>> _ = crew.map(abs, [-1, -2])
+            >>> int(crew.summary().tasks.sum()) >= 2
+            True
         """
         import pandas
 
+        from batchcrew.report import SUMMARY_COLUMNS, summary_rows
+
         rows: list[dict[str, Any]] = []
-        if self._state == "started":
-            rows = self._call(lambda now: self._summary_rows())
-        columns = ["worker", "host", "pid", "launch", "level", "status", "tasks", "seconds_busy"]
-        frame: pandas.DataFrame = pandas.DataFrame(rows, columns=[*columns, "errors", "crashes"])
+        runtime, dispatcher = self._runtime, self._dispatcher
+        if self._state == "started" and runtime is not None and dispatcher is not None:
+            with contextlib.suppress(TerminatedError):
+                rows = runtime.call(lambda: summary_rows(dispatcher.scheduler))
+        frame: pandas.DataFrame = pandas.DataFrame(rows, columns=SUMMARY_COLUMNS)
         return frame
 
     def executor(self) -> ControllerExecutor:
         """A `concurrent.futures.Executor` whose tasks run on this controller's workers.
 
         Example:
-            >>> with Controller() as crew:  # doctest: +SKIP
-            ...     with crew.executor() as pool:
-            ...         pool.submit(pow, 2, 3).result()
+            >>> with crew.executor() as pool:
+            ...     pool.submit(pow, 2, 3).result()
             8
         """
         from batchcrew.executor import ControllerExecutor
 
-        return ControllerExecutor(self)
+        executor = ControllerExecutor(self)
+        self._executors.add(executor)
+        return executor
 
     @property
     def connections_refused(self) -> ServerCounts:
         """Counts of connections refused (wrong token, garbage, failed TLS, versions).
 
         Example:
-            >>> Controller().connections_refused.refused
+            >>> crew.connections_refused.refused
             0
         """
-        return self._server.counts if self._server is not None else ServerCounts()
+        from batchcrew.server import ServerCounts
 
-    # ----- for Task and the executor ----------------------------------------------------
+        dispatcher = self._dispatcher
+        return dispatcher.server.counts if dispatcher is not None else ServerCounts()
+
+    # ----- for the executor -------------------------------------------------------------
 
     def _submit_future(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        entry = self._push_many(
-            [(_pickle_function(fn), args, kwargs, None)],
-            seconds_timeout=None,
-            poppable=False,
-            future=future,
-        )[0]
-        future.add_done_callback(lambda done: self._future_done(entry, done))
+    ) -> TaskFuture:
+        from batchcrew.executor import TaskFuture
+
+        function = pickle_function(fn)
+        call = prepare(function, args, kwargs, None)
+        future = TaskFuture(self._cancel_soon)
+        entry = self._add(function, [call], None, poppable=False, future=future)[0]
+        future.name = entry.name
         return future
 
-    def _future_done(self, entry: TaskEntry, future: concurrent.futures.Future[Any]) -> None:
-        if future.cancelled() and entry.result is None:
-            self.cancel([entry.name])
-        with self._lock:
-            if entry.result is not None and self._entries.get(entry.name) is entry:
-                del self._entries[entry.name]
+    def _cancel_soon(self, name: str) -> None:
+        runtime, dispatcher = self._runtime, self._dispatcher
+        if runtime is not None and dispatcher is not None:
+            runtime.post(dispatcher.cancel, [name])
 
-    def _wait_for_entry(self, entry: TaskEntry, timeout: float | None) -> Result | None:
-        with self._changed:
-            self._wait(lambda: entry.result is not None, timeout)
-            return entry.result
+    def _exiting(self) -> bool:
+        return _exit_hook.exiting
 
-    def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        """Wait on the condition (its lock held) while counting waiters, so that a result
-        delivered when nobody waits costs no wake-up."""
-        self._waiters += 1
-        try:
-            return self._changed.wait_for(predicate, timeout)
-        finally:
-            self._waiters -= 1
+    def _wait_for_work(self) -> None:
+        """Let pending executor futures finish (at interpreter exit, as the standard pools do)."""
+        import concurrent.futures
+
+        for executor in list(self._executors):
+            concurrent.futures.wait(executor._pending())
 
     # ----- pushing ----------------------------------------------------------------------
 
@@ -557,13 +509,15 @@ class Controller:
         iterables: Sequence[Iterable[Any]],
         names: Iterable[str] | None,
         seconds_timeout: float | None,
+        strict: bool,
         poppable: bool,
         group: TaskGroup | None = None,
     ) -> list[TaskEntry]:
         if not iterables:
             raise ValueError("give at least one iterable of arguments")
-        function = _pickle_function(fn)
-        arguments = list(zip(*iterables, strict=False))
+        function = pickle_function(fn)
+        check_seconds("seconds_timeout", seconds_timeout, none=True)
+        arguments = _zip_arguments(iterables, strict)
         chosen: list[str | None] = [None] * len(arguments)
         if names is not None:
             if isinstance(names, str):
@@ -573,443 +527,113 @@ class Controller:
                 raise ValueError(
                     f"names has {len(chosen)} elements but there are {len(arguments)} tasks"
                 )
+            for name in chosen:
+                check_name(name)
             if len(set(chosen)) != len(chosen):
                 raise ValueError("names must be unique")
         # Everything is checked and pickled before the first task goes out: all or nothing.
-        prepared = self._prepare(
-            [(function, args, {}, name) for args, name in zip(arguments, chosen, strict=True)]
-        )
-        if names is not None:
-            with self._lock:
-                taken = [name for name in chosen if name in self._entries]
-            if taken:
-                raise ValueError(f"a task named {taken[0]!r} is still held")
+        calls = [
+            prepare(function, args, {}, name) for args, name in zip(arguments, chosen, strict=True)
+        ]
         if group is not None:
-            group.add(len(prepared))  # all at once: the group must not finish between batches
+            group.add(len(calls))  # all at once: the group must not finish between batches
         entries: list[TaskEntry] = []
         try:
-            for start in range(0, len(prepared), PUSH_BATCH):
-                entries += self._submit(
-                    prepared[start : start + PUSH_BATCH],
-                    seconds_timeout=seconds_timeout,
-                    poppable=poppable,
+            for start in range(0, len(calls), PUSH_BATCH):
+                entries += self._add(
+                    function,
+                    calls[start : start + PUSH_BATCH],
+                    seconds_timeout,
+                    poppable,
                     group=group,
                 )
         except BaseException:
-            self._abandon(entries)
+            self._forget(entries)
             raise
         return entries
 
-    def _prepare(self, calls: list[_Call]) -> list[_Prepared]:
-        """Check names and pickle arguments; touches no state."""
-        prepared: list[_Prepared] = []
-        for (key, data, fn), args, kwargs, name in calls:
-            if name is not None and (
-                not isinstance(name, str) or not name or len(name) > NAME_LENGTH_MAX
-            ):
-                raise ValueError(
-                    f"a task name must be a non-empty string of at most {NAME_LENGTH_MAX} "
-                    f"characters, not {reprlib.repr(name)}"
-                )
-            command = describe_call(fn, args, kwargs)
-            try:
-                packed = dumps_value((args, kwargs))
-            except Exception as error:
-                raise TypeError(f"the arguments of {command} cannot be pickled: {error}") from error
-            if len(data) + len(packed) > BODY_BYTES_MAX:
-                raise ValueError(
-                    f"{command} pickles to {len(data) + len(packed):,} bytes, over the "
-                    f"{BODY_BYTES_MAX:,}-byte limit of a task; pass a path instead"
-                )
-            prepared.append((key, data, command, packed, name))
-        return prepared
-
-    def _push_many(
+    def _add(
         self,
-        calls: list[_Call],
-        *,
+        function: PickledFunction,
+        calls: list[Call],
         seconds_timeout: float | None,
         poppable: bool,
-        future: concurrent.futures.Future[Any] | None = None,
-    ) -> list[TaskEntry]:
-        prepared = self._prepare(calls)
-        return self._submit(
-            prepared, seconds_timeout=seconds_timeout, poppable=poppable, future=future
-        )
-
-    def _submit(
-        self,
-        prepared: list[_Prepared],
-        *,
-        seconds_timeout: float | None,
-        poppable: bool,
-        future: concurrent.futures.Future[Any] | None = None,
+        future: TaskFuture | None = None,
         group: TaskGroup | None = None,
     ) -> list[TaskEntry]:
-        """Register prepared tasks and hand them to the loop, atomically with respect to
-        `terminate()`: a task is either refused here or seen by the shutdown."""
-        _check_seconds("seconds_timeout", seconds_timeout, none=True)
-        timeout = None if seconds_timeout is None else float(seconds_timeout)
         self.start()
-        specs: list[TaskSpec] = []
-        entries: list[TaskEntry] = []
-        with self._lock:
-            if self._state != "started":
-                raise TerminatedError(f"controller {self.name} was terminated")
-            taken = [name for *_, name in prepared if name is not None and name in self._entries]
-            if taken:
-                raise ValueError(f"a task named {taken[0]!r} is still held")
-            for key, data, command, packed, name in prepared:
-                if name is None:
-                    name = self._fresh_name()
-                entry = TaskEntry(name, poppable, future=future, group=group)
-                self._entries[name] = entry
-                entries.append(entry)
-                seed = task_seed(self.seed, self._pushed)
-                self._pushed += 1
-                specs.append(TaskSpec(name, command, key, data, packed, seed, timeout))
-            self._unresolved += len(specs)
-            if poppable:
-                self._unresolved_poppable += len(specs)
-            assert self._loop is not None
-            self._inbox += specs
-            if not self._inbox_scheduled:  # one wake-up of the loop for a burst of pushes
-                self._inbox_scheduled = True
-                self._loop.call_soon_threadsafe(self._on_push)
+        entries, wake = self._tasks.add(function, calls, seconds_timeout, poppable, future, group)
+        if wake and self._runtime is not None and self._dispatcher is not None:
+            self._runtime.post(self._dispatcher.pushed)  # one wake-up for a burst of pushes
         return entries
 
-    def _abandon(self, entries: list[TaskEntry]) -> None:
-        """Cancel what is still running of these tasks and forget them all (a map that ends
-        early: interrupted, or refused half-way)."""
-        unresolved = [entry.name for entry in entries if entry.result is None]
-        if unresolved and self._state == "started":
+    def _forget(self, entries: Sequence[TaskEntry]) -> None:
+        """Stop holding tasks of a map that ended (early: interrupted, or refused half-way)."""
+        unresolved = self._tasks.forget(entries)
+        if unresolved:
             self.cancel(unresolved)
-        with self._lock:
-            for entry in entries:
-                if self._entries.get(entry.name) is entry:
-                    del self._entries[entry.name]
-                    if entry.result is None:
-                        self._unresolved -= 1  # never delivered now: the loop has stopped
-                        if entry.group is not None:
-                            entry.group.resolved_one()
-
-    def _fresh_name(self) -> str:
-        while True:
-            name = f"task-{next(self._names)}"
-            if name not in self._entries:
-                return name
 
     def _wait_group(self, group: TaskGroup, show_progress: bool) -> None:
         if not show_progress:
-            group.done.wait()
+            while not group.done.wait(timeout=1.0):
+                self._tasks.raise_failure()
             return
-        from rich.progress import Progress
+        from batchcrew.progress import TaskProgress
 
-        with Progress(transient=True) as bar:
-            job = bar.add_task("tasks", total=group.size)
+        with TaskProgress(group.size) as bar:
             while not group.done.wait(timeout=0.2):
-                bar.update(job, completed=group.size - group.remaining)
-            bar.update(job, completed=group.size)
+                self._tasks.raise_failure()
+                bar.update(group.size - group.remaining, group.failed)
+            bar.update(group.size, group.failed)
 
-    # ----- the event-loop side ----------------------------------------------------------
 
-    def _run_loop(self, started: threading.Event) -> None:
-        loop, server = self._loop, self._server
-        assert loop is not None and server is not None
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(server.start())
-        except OSError as error:
-            logger.error("controller %s cannot listen on %s: %s", self.name, self.host, error)
-            started.set()
-            return  # start() closes the loop
-        loop.call_soon(self._tick)
-        started.set()
-        loop.run_forever()
-        loop.close()
-
-    def _call(self, function: Callable[[float], T]) -> T:
-        """Run `function(now)` on the loop thread and wait for its return value.
-
-        On the loop thread itself (a future's done-callback) it runs at once: waiting there
-        would wait forever.
-        """
-        loop, thread = self._loop, self._thread
-        assert loop is not None and thread is not None
-        if threading.get_ident() == thread.ident:
-            return function(loop.time())
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(function(loop.time()))
-            except BaseException as error:  # noqa: BLE001 (raised again in the caller)
-                done.set_exception(error)
-
-        try:
-            loop.call_soon_threadsafe(run)
-        except RuntimeError:
-            raise TerminatedError(f"controller {self.name} was terminated") from None
-        while True:
-            try:
-                return done.result(timeout=1.0)
-            except concurrent.futures.TimeoutError:
-                if not thread.is_alive():
-                    raise TerminatedError(f"controller {self.name} was terminated") from None
-
-    def _on_push(self) -> None:
-        loop, server = self._loop, self._server
-        assert loop is not None and server is not None
-        with self._lock:
-            specs, self._inbox = self._inbox, []
-            self._inbox_scheduled = False
-        with server.batch():
-            self._apply(self._scheduler.push(specs, loop.time()))
-        self._scale()
-
-    def _apply(self, actions: list[Action]) -> None:
-        for action in actions:
-            try:
-                self._carry_out(action)
-            except Exception:  # one failed action must not drop the others
-                logger.exception("controller %s could not carry out %s", self.name, action)
-
-    def _carry_out(self, action: Action) -> None:
-        server = self._server
-        assert server is not None
-        if isinstance(action, SendTask):
-            entry = self._entries.get(action.task.name)
-            future = entry.future if entry is not None else None
-            if future is not None and not (future.running() or future.done()):
-                future.set_running_or_notify_cancel()  # a cancelled one is being cancelled
-            server.send_task(action.worker, action.task)
-        elif isinstance(action, Resolve):
-            self._deliver(action.result)
-        elif isinstance(action, SendExit):
-            server.send(action.worker, Kind.EXIT, {"reason": action.reason})
-        elif isinstance(action, SendCancel):
-            server.send(action.worker, Kind.CANCEL, {"name": action.name})
-        elif isinstance(action, Disconnect):
-            server.disconnect(action.worker, action.reason)
-        elif isinstance(action, TerminateLaunch):
-            self._terminate_launch(action)
-
-    def _deliver(self, result: Result) -> None:
-        with self._changed:
-            entry = self._entries.get(result.name)
-            if entry is None or entry.result is not None:
-                return
-            entry.result = result
-            self._unresolved -= 1
-            if entry.poppable:
-                self._unresolved_poppable -= 1
-                self._resolved.append(entry)
-            if entry.group is not None:
-                entry.group.resolved_one()
-            if self._waiters:
-                self._changed.notify_all()
-        future = entry.future
-        if future is None or future.done():
-            return
-        # The user may cancel the future from another thread at any moment: losing that race
-        # is fine, raising out of here (and dropping the worker's connection) is not.
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
-            if result.ok:
-                future.set_result(result.value)
-            elif result.status == "cancel":
-                if not future.cancel():  # already running: cancel() refuses
-                    future.set_exception(concurrent.futures.CancelledError(result.error))
-            else:
-                future.set_exception(TaskError(f"{result.status}: {result.error}", [result]))
-
-    def _tick(self) -> None:
-        loop = self._loop
-        if loop is None or self._state == "terminated":
-            return
-        now = loop.time()
-        try:
-            self._apply(self._scheduler.tick(now))
-            if now - self._last_heartbeat >= SECONDS_HEARTBEAT:
-                self._last_heartbeat = now
-                assert self._server is not None
-                self._server.broadcast(Kind.HEARTBEAT, {})
-            if now - self._last_poll >= SECONDS_POLL_LAUNCHES:
-                self._last_poll = now
-                self._poll_launches()
-            self._scale()
-        except Exception:
-            logger.exception("controller %s: error in its periodic check", self.name)
-        loop.call_later(self._policy.seconds_interval, self._tick)
-
-    def _scale(self) -> None:
-        loop = self._loop
-        assert loop is not None
-        now = loop.time()
-        failures = self._scheduler.launch_failures
-        wait = seconds_until_round(self._policy, self._last_round, failures, now)
-        if wait > 0:
-            if not self._round_scheduled:
-                self._round_scheduled = True
-                loop.call_later(wait, self._scheduled_round)
-            return
-        orders = plan_launches(self._policy, self._scheduler.counts())
-        if not orders:
-            return
-        self._last_round = now
-        for order in orders:
-            self._launch(order.level, order.count, now)
-
-    def _scheduled_round(self) -> None:
-        self._round_scheduled = False
-        if self._state == "started":
-            self._scale()
-
-    def _launch(self, level: int, count: int, now: float) -> None:
-        server, pool = self._server, self._pool
-        assert server is not None and pool is not None
-        launch = secrets.token_hex(4)
-        token = secrets.token_urlsafe(24)
-        self._scheduler.launch_started(launch, level, count, now)
-        server.allow(launch, token)
-        environment = {
-            "BATCHCREW_HOST": self.host,
-            "BATCHCREW_PORT": str(self.port),
-            "BATCHCREW_TOKEN": token,
-            "BATCHCREW_LAUNCH": launch,
-            "BATCHCREW_FINGERPRINT": self.tls.fingerprint() if self.tls else "",
-            "BATCHCREW_SECONDS_TIMEOUT": str(SECONDS_WORKER_TIMEOUT),
-        }
-        request = LaunchRequest(launch, count, level, environment, self.name)
-        logger.info(
-            "launching %d worker(s) at %s (launch %s)",
-            count,
-            self.launcher.describe_level(level),
-            launch,
+def _zip_arguments(iterables: Sequence[Iterable[Any]], strict: bool) -> list[tuple[Any, ...]]:
+    """Zip the iterables of a `map`; with `strict`, lengths that differ are a `ValueError`."""
+    lists = [list(iterable) for iterable in iterables]
+    lengths = {len(items) for items in lists}
+    if strict and len(lengths) > 1:
+        shown = ", ".join(str(len(items)) for items in lists)
+        raise ValueError(
+            f"the iterables have different lengths ({shown}); make them equal, or pass "
+            "strict=False to stop at the shortest"
         )
-        future = self._launch_futures[launch] = pool.submit(self.launcher.launch, request)
-        future.add_done_callback(functools.partial(self._threadsafe, self._launched, launch))
-
-    def _threadsafe(self, function: Callable[..., None], *args: Any) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(function, *args)
-
-    def _launched(self, launch: str, future: concurrent.futures.Future[Any]) -> None:
-        loop = self._loop
-        assert loop is not None
-        error = future.exception()
-        if error is None:
-            return
-        self._launch_futures.pop(launch, None)
-        self.launcher.record_error(f"launch {launch} failed: {error}")
-        self._scheduler.launch_failed(launch, None, loop.time())
-        assert self._server is not None
-        self._server.revoke(launch)
-
-    def _handle(self, launch: str) -> Any:
-        """The launcher's handle of a launch that went out (None while in flight or failed)."""
-        future = self._launch_futures.get(launch)
-        if future is None or not future.done() or future.exception() is not None:
-            return None
-        return future.result()
-
-    def _poll_launches(self) -> None:
-        """Ask the launcher about launches with a worker that is not connected now: to learn of
-        workers that die before connecting, and to reap (and forget) finished launches. A
-        connected worker's own connection says when it ends, so it costs no poll."""
-        pool = self._pool
-        assert pool is not None
-        live = {(state.launch, state.index) for state in self._scheduler.workers.values()}
-        for launch_id in list(self._launch_futures):
-            handle = self._handle(launch_id)
-            count = self._scheduler.launches[launch_id].count
-            if handle is None or launch_id in self._polling:
-                continue
-            if all((launch_id, index) in live for index in range(count)):
-                continue
-            self._polling.add(launch_id)
-            polled = functools.partial(self._threadsafe, self._polled, launch_id)
-            pool.submit(self.launcher.poll, handle).add_done_callback(polled)
-
-    def _polled(self, launch: str, future: concurrent.futures.Future[dict[int, str]]) -> None:
-        loop = self._loop
-        assert loop is not None
-        self._polling.discard(launch)
-        error = future.exception()
-        if error is not None:
-            self.launcher.record_error(f"polling launch {launch} failed: {error}")
-            return
-        state = self._scheduler.launches.get(launch)
-        if state is None:
-            return
-        ended = future.result()
-        for index, reason in ended.items():
-            if index in state.connected or index in state.closed:
-                continue
-            self.launcher.record_error(
-                f"worker {index} of launch {launch} ended before connecting: {reason}"
-            )
-            self._scheduler.launch_failed(launch, [index], loop.time())
-        if len(ended) >= state.count:  # every worker of the launch is gone: forget it
-            self._launch_futures.pop(launch, None)
-
-    def _terminate_launch(self, action: TerminateLaunch) -> None:
-        pool, server = self._pool, self._server
-        assert pool is not None and server is not None
-        server.revoke(action.launch)
-        self.launcher.record_error(f"launch {action.launch}: {action.reason}")
-        handle = self._handle(action.launch)
-        if handle is not None and action.indices:
-            pool.submit(self.launcher.terminate, handle, action.indices)
-
-    def _summary_rows(self) -> list[dict[str, Any]]:
-        assert self._server is not None
-        identities = self._server.identities
-        states = [*self._scheduler.departed, *self._scheduler.workers.values()]
-        return [
-            {
-                "worker": state.id,
-                "host": identities.get(state.id, ("", None))[0],
-                "pid": identities.get(state.id, ("", None))[1],
-                "launch": state.launch,
-                "level": state.level,
-                "status": state.status,
-                "tasks": state.tasks,
-                "seconds_busy": state.seconds_busy,
-                "errors": state.errors,
-                "crashes": int(state.status == "crashed"),
-            }
-            for state in states
-        ]
-
-    async def _shutdown(self) -> None:
-        server = self._server
-        assert server is not None
-        loop = asyncio.get_running_loop()
-        self._apply(self._scheduler.cancel(None, loop.time()))
-        server.broadcast(Kind.EXIT, {"reason": "the controller is terminating"})
-        deadline = loop.time() + SECONDS_EXIT_GRACE
-        while self._scheduler.workers and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        await server.close()
+    return list(zip(*lists, strict=False))
 
 
-def _pickle_function(fn: Callable[..., Any]) -> _Function:
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    try:
-        data = dumps_function(fn)
-    except Exception as error:
-        raise TypeError(f"fn {fn!r} cannot be pickled: {error}") from error
-    return function_key(data), data, fn
+class _ExitHook:
+    """At interpreter exit, let pending executor work finish, then terminate every live
+    controller, so no worker or job outlives the program.
+
+    It runs among the threading module's exit callbacks, before `concurrent.futures` shuts its
+    own thread pools (which the launchers use), as the standard executors do for theirs.
+    """
+
+    def __init__(self) -> None:
+        self.controllers: weakref.WeakSet[Controller] = weakref.WeakSet()
+        self.registered = False
+        self.exiting = False
+        self.lock = threading.Lock()
+
+    def watch(self, controller: Controller) -> None:
+        with self.lock:
+            self.controllers.add(controller)
+            if not self.registered:
+                with contextlib.suppress(RuntimeError):  # already shutting down
+                    threading._register_atexit(self.run)  # type: ignore[attr-defined]
+                    self.registered = True
+
+    def forget(self, controller: Controller) -> None:
+        with self.lock:
+            self.controllers.discard(controller)
+
+    def run(self) -> None:
+        self.exiting = True
+        for controller in list(self.controllers):
+            with contextlib.suppress(Exception):
+                controller._wait_for_work()
+        for controller in list(self.controllers):
+            with contextlib.suppress(Exception):
+                controller.terminate()
 
 
-_live_controllers: weakref.WeakSet[Controller] = weakref.WeakSet()
-
-
-@atexit.register
-def _terminate_live_controllers() -> None:
-    for controller in list(_live_controllers):
-        with contextlib.suppress(Exception):
-            controller.terminate()
+_exit_hook = _ExitHook()

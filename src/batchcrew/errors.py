@@ -59,6 +59,32 @@ class ProtocolError(BatchcrewError):
     """
 
 
+class ConnectionRefused(BatchcrewError):
+    """A peer may not join the controller (wrong token, unknown launch, versions that differ).
+
+    `reply` is what the peer is told: an unauthenticated peer learns nothing of why.
+
+    Example:
+        >>> refusal = ConnectionRefused("unknown launch 'L9'", reply="authentication failed")
+        >>> str(refusal), refusal.reply
+        ("unknown launch 'L9'", 'authentication failed')
+    """
+
+    def __init__(self, message: str, reply: str | None = None) -> None:
+        super().__init__(message)
+        self.reply = message if reply is None else reply
+
+
+class CertificateMismatch(BatchcrewError, ConnectionError):
+    """The controller's certificate does not match the fingerprint the worker pinned: the
+    worker is talking to someone else, and trying again will not help.
+
+    Example:
+        >>> isinstance(CertificateMismatch("pin differs"), ConnectionError)
+        True
+    """
+
+
 class LaunchError(BatchcrewError):
     """A launcher could not start or stop workers.
 

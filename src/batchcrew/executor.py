@@ -1,28 +1,153 @@
-"""`ControllerExecutor`: a `concurrent.futures.Executor` over a controller's workers."""
+"""`ControllerExecutor`: a `concurrent.futures.Executor` over a controller's workers, and the
+`TaskFuture` it returns.
+
+Code written for the standard pools works unchanged: a failed task raises the exception the task
+raised (its remote traceback as `__cause__`), a cancelled future is done at once for `wait` and
+`as_completed`, and results are unpickled in the thread that asks for them.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import pickle
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from batchcrew.errors import TaskError
+
 if TYPE_CHECKING:
     from batchcrew.controller import Controller
+    from batchcrew.taskbook import TaskEntry
 
 T = TypeVar("T")
+
+
+class RemoteTraceback(Exception):
+    """The traceback text of an exception raised on a worker (the `__cause__` of the exception
+    a future raises, as with `ProcessPoolExecutor`).
+
+    Example:
+        >>> print(RemoteTraceback('Traceback ...\\nValueError: bad'))
+        <BLANKLINE>
+        '''
+        Traceback ...
+        ValueError: bad
+        '''
+    """
+
+    def __init__(self, traceback: str) -> None:
+        super().__init__(traceback)
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return f"\n'''\n{self.traceback}\n'''"
+
+
+class _Pickled:
+    """A successful task's value, still pickled: loaded once, by the first thread that asks."""
+
+    __slots__ = ("body", "loaded", "lock", "value")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.lock = threading.Lock()
+        self.loaded = False
+        self.value: Any = None
+
+    def load(self) -> Any:
+        with self.lock:
+            if not self.loaded:
+                self.value = pickle.loads(self.body) if self.body else None
+                self.loaded, self.body = True, b""
+            return self.value
+
+
+class TaskFuture(concurrent.futures.Future[Any]):
+    """The future of one task on a controller's workers.
+
+    Example:
+        >>> future = TaskFuture(cancel_task=print)
+        >>> future.done()
+        False
+    """
+
+    def __init__(self, cancel_task: Callable[[str], object]) -> None:
+        super().__init__()
+        self._cancel_task = cancel_task
+        self.name: str | None = None
+
+    def cancel(self) -> bool:
+        """Cancel the task if it has not started; True if it was cancelled."""
+        if not super().cancel():
+            return False
+        # The standard pools' own threads do this when they next look; here it is done at
+        # once, so `wait()` and `as_completed()` see the future done now.
+        self.set_running_or_notify_cancel()
+        if self.name is not None:
+            self._cancel_task(self.name)
+        return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's value (unpickled here, on first use); raises what the task raised."""
+        value = super().result(timeout)
+        if isinstance(value, _Pickled):
+            try:
+                return value.load()
+            except Exception as error:
+                raise TaskError(
+                    f"task {self.name} succeeded but its result could not be unpickled: "
+                    f"{error!r:.500}",
+                    [],
+                ) from error
+        return value
+
+    def started(self) -> None:
+        """The task went to a worker: from now on it cannot be cancelled (as in any pool)."""
+        if not (self.running() or self.done()):
+            self.set_running_or_notify_cancel()
+
+    def settle(self, entry: TaskEntry) -> None:
+        """Take the task's final outcome (on the controller's event loop)."""
+        resolution = entry.resolution
+        assert resolution is not None
+        outcome = resolution.outcome
+        # The user may cancel the future from another thread at any moment: losing that race
+        # is fine, raising out of here (into the event loop) is not.
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            if outcome.status == "success":
+                self.set_result(_Pickled(outcome.body))
+            elif outcome.status == "cancel":
+                if not self.cancel():  # already running: cancel() refuses
+                    self.set_exception(concurrent.futures.CancelledError(outcome.error))
+            else:
+                self.set_exception(_exception_of(entry))
+
+
+def _exception_of(entry: TaskEntry) -> BaseException:
+    """The exception a failed task raised, with its remote traceback; a `TaskError` when there
+    is none (crash, timeout) or when it cannot be unpickled here."""
+    result = entry.result()
+    assert result is not None
+    if result.exception is not None:
+        exception = result.exception
+        if result.traceback:
+            exception.__cause__ = RemoteTraceback(result.traceback)
+        return exception
+    return TaskError(f"{result.status}: {result.error}", [result])
 
 
 class ControllerExecutor(concurrent.futures.Executor):
     """Submit calls as futures; they run on the controller's workers.
 
-    A failed task's future raises `batchcrew.TaskError`, whose `.results` holds the `Result`
-    with the remote traceback. `shutdown` waits for (or cancels) this executor's futures; the
-    controller itself keeps running until it is terminated.
+    A failed task's future raises the exception the task raised; a crash or a timeout raises
+    `batchcrew.TaskError`, whose `.results` holds the `Result`. `shutdown` waits for (or
+    cancels) this executor's futures; the controller itself keeps running until it is
+    terminated.
 
     Example:
-        >>> import batchcrew as bc
-        >>> with bc.Controller() as crew, crew.executor() as pool:  # doctest: +SKIP
+        >>> with crew.executor() as pool:
         ...     list(pool.map(abs, [-1, -2]))
         [1, 2]
     """
@@ -39,9 +164,10 @@ class ControllerExecutor(concurrent.futures.Executor):
         """Run `fn(*args, **kwargs)` on a worker; return its future."""
         with self._lock:
             if self._shutdown:
-                raise RuntimeError("cannot submit to an executor that was shut down")
-        future = self._controller._submit_future(fn, args, kwargs)
-        with self._lock:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._controller._exiting():
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            future = self._controller._submit_future(fn, args, kwargs)
             self._futures.add(future)
         future.add_done_callback(self._forget)
         return future
@@ -57,6 +183,19 @@ class ControllerExecutor(concurrent.futures.Executor):
         if wait:
             concurrent.futures.wait(futures)
 
+    def _pending(self) -> list[concurrent.futures.Future[Any]]:
+        """Futures not done yet (none once the executor was shut down with cancel_futures)."""
+        with self._lock:
+            return list(self._futures)
+
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             self._futures.discard(future)
+
+    def __repr__(self) -> str:
+        with self._lock:
+            pending = len(self._futures)
+        state = "shut down" if self._shutdown else "open"
+        return (
+            f"ControllerExecutor(controller={self._controller.name!r}, {state}, pending={pending})"
+        )

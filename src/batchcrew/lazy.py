@@ -12,7 +12,8 @@ from typing import Any
 def lazy_exports(
     package: str, homes: Mapping[str, str]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """`__getattr__` and `__dir__` for `package`, loading each name from its home module.
+    """`__getattr__` and `__dir__` for `package`, loading each name from its home module (a
+    name whose home is `package.name` is that subpackage itself).
 
     Example:
         >>> get, names = lazy_exports("batchcrew", {"TLS": "batchcrew.tls"})
@@ -24,7 +25,8 @@ def lazy_exports(
         home = homes.get(name)
         if home is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(home), name)
+        module = importlib.import_module(home)
+        value = module if home == f"{package}.{name}" else getattr(module, name)
         setattr(sys.modules[package], name, value)  # found directly from now on
         return value
 

@@ -19,6 +19,7 @@ from typing import Any
 import cloudpickle
 
 from batchcrew.errors import ProtocolError
+from batchcrew.messages import Outcome, Status, TaskSpec
 from batchcrew.version import __version__
 
 PROTOCOL_VERSION = 1
@@ -76,6 +77,77 @@ def encode(kind: Kind, header: dict[str, Any], body: bytes = b"") -> bytes:
     if len(header_bytes) > HEADER_BYTES_MAX:
         raise ProtocolError(f"a {kind.name} header of {len(header_bytes)} bytes is over the limit")
     return PREFIX.pack(kind, len(header_bytes), len(body)) + header_bytes + body
+
+
+def task_frame(spec: TaskSpec, with_function: bool) -> bytes:
+    """A TASK frame; the function's pickle travels only when the worker does not hold it.
+
+    Example:
+        >>> frame = FrameParser(BODY_BYTES_MAX).feed(
+        ...     task_frame(TaskSpec("t1", "k", b"fn", b"args", seed=3), with_function=True))[0]
+        >>> frame.header["function_size"], frame.body
+        (2, b'fnargs')
+    """
+    header: dict[str, Any] = {"name": spec.name, "function": spec.function, "seed": spec.seed}
+    if spec.seconds_timeout is not None:
+        header["seconds_timeout"] = spec.seconds_timeout
+    if not with_function:
+        return encode(Kind.TASK, header, spec.arguments)
+    header["function_size"] = len(spec.function_data)
+    return encode(Kind.TASK, header, spec.function_data + spec.arguments)
+
+
+def result_frame(name: str, outcome: Outcome) -> bytes:
+    """A RESULT frame (the worker's answer to a TASK).
+
+    Example:
+        >>> outcome = Outcome("error", error="ValueError: bad", seconds=1.5)
+        >>> frame = FrameParser(BODY_BYTES_MAX).feed(result_frame("t1", outcome))[0]
+        >>> read_result(frame) == ("t1", outcome)
+        True
+    """
+    header: dict[str, Any] = {"name": name, "status": outcome.status, "seconds": outcome.seconds}
+    if outcome.error is not None:
+        header["error"] = outcome.error
+    if outcome.traceback is not None:
+        header["traceback"] = outcome.traceback
+    if outcome.warnings:
+        header["warnings"] = list(outcome.warnings)
+    return encode(Kind.RESULT, header, outcome.body)
+
+
+_REPORTED: dict[object, Status] = {
+    "success": "success",
+    "error": "error",
+    "timeout": "timeout",
+    "cancel": "cancel",
+}
+
+
+def read_result(frame: Frame) -> tuple[str, Outcome]:
+    """The task name and outcome a RESULT frame carries; raises `ProtocolError` if malformed.
+
+    The body stays pickled: it is loaded by whoever takes the result.
+    """
+    header = frame.header
+    name = header.get("name")
+    status = _REPORTED.get(header.get("status"))
+    if status is None:
+        raise ProtocolError(f"RESULT with an unknown status {header.get('status')!r:.50}")
+    if not isinstance(name, str):
+        raise ProtocolError("RESULT without a task name")
+    error, trace, warnings = header.get("error"), header.get("traceback"), header.get("warnings")
+    seconds = header.get("seconds", 0.0)
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        raise ProtocolError("RESULT with a malformed duration")
+    return name, Outcome(
+        status=status,
+        body=frame.body,
+        error=None if error is None else str(error),
+        traceback=None if trace is None else str(trace),
+        warnings=tuple(str(item) for item in warnings) if isinstance(warnings, list) else (),
+        seconds=float(seconds),
+    )
 
 
 def parse_prefix(

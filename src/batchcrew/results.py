@@ -8,12 +8,12 @@ from __future__ import annotations
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from batchcrew.messages import Status
 
 if TYPE_CHECKING:
     import pandas
-
-Status = Literal["success", "error", "crash", "cancel", "timeout"]
 
 _COMMAND_LENGTH = 80
 _argument_repr = reprlib.Repr()
@@ -46,7 +46,9 @@ class Result:
     """The outcome of one task.
 
     `attempts` counts the workers that started the task (1 when it never crashed); `worker` and
-    `launch` say where it ran last (`launch` is the AWS job id on AWS Batch).
+    `launch` say where it ran last (`launch` is the AWS job id on AWS Batch). `exception` is the
+    exception a failed task raised, when it could travel back (pickled on the worker, unpickled
+    here).
 
     Example:
         >>> result = Result(name="fit-3", command="fit(3)", status="success", value=9)
@@ -66,6 +68,7 @@ class Result:
     attempts: int = 0
     worker: str | None = None
     launch: str | None = None
+    exception: BaseException | None = None
 
     @property
     def ok(self) -> bool:
@@ -110,7 +113,7 @@ class Results(list[Result]):
 
         Example:
             >>> Results([Result(name="a", command="f()", status="success")]).to_frame().shape
-            (1, 12)
+            (1, 13)
         """
         import pandas
 

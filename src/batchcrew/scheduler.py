@@ -1,24 +1,23 @@
 """The scheduler: which worker holds which task, and what happens on every event.
 
 Pure state machine: methods take events (with the time passed in) and return actions. No
-sockets, threads or clocks live here, so every transition is tested without I/O.
+sockets, threads or clocks live here, so every transition is tested without I/O. Launches are
+not its business (the launch book owns them); it learns only how many workers are on their way.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from batchcrew.results import Result, Status
+from batchcrew.messages import Outcome, TaskSpec
 
 PREFETCH = 1
 """Tasks a busy worker may hold beyond the one it runs, so it never waits on the network.
 
 Not used with `seconds_wall`: a worker must not start a task after its wall time."""
-
-OutcomeStatus = Literal["success", "error", "timeout", "cancel"]
 
 SECONDS_TIMEOUT_GRACE = 30.0
 """How long past its timeout a task may stay unanswered before its worker is written off."""
@@ -26,58 +25,39 @@ SECONDS_TIMEOUT_GRACE = 30.0
 SECONDS_SILENCE = 60.0
 """An idle worker that sends nothing (not even a heartbeat) this long is written off."""
 
+SECONDS_VERDICT = 30.0
+"""How long a crashed task waits for its launcher to say why the worker died."""
 
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """A task as the controller hands it over: already serialized, with its seed.
+RECLAIMS_MAX = 10
+"""Host or Spot reclaims a task may suffer on top of `crashes_max` (each retried at once)."""
 
-    Example:
-        >>> TaskSpec("t1", "f(1)", "key", b"fn", b"args", seed=7).name
-        't1'
-    """
+HISTORY_KEPT = 1000
+"""Departed workers kept for `summary()`; older ones are only counted."""
 
-    name: str
-    command: str
-    function: str
-    function_data: bytes
-    arguments: bytes
-    seed: int
-    seconds_timeout: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a worker reports about a task it ran.
-
-    Example:
-        >>> Outcome("success", value=3).status
-        'success'
-    """
-
-    status: OutcomeStatus
-    value: Any = None
-    error: str | None = None
-    traceback: str | None = None
-    warnings: tuple[str, ...] = ()
-    seconds: float = 0.0
+Cause = Literal["memory", "host", "other"]
 
 
 @dataclass(slots=True, eq=False)
 class TaskState:
-    """A task held by the scheduler, queued or on a worker."""
+    """A task held by the scheduler: queued, on a worker, or waiting for a crash verdict."""
 
     spec: TaskSpec
     level: int = 0
     attempts: int = 0
     crashes: int = 0
+    reclaims: int = 0
     worker: str | None = None
     started_at: float | None = None
     queued: bool = False
+    last_crash: str | None = None
 
 
 @dataclass(slots=True, eq=False)
 class WorkerState:
-    """A connected (or departed) worker and what it holds."""
+    """A connected (or departed) worker, what it holds and what it did.
+
+    `label` and `launch_label` are how users see it (on AWS: the job ids).
+    """
 
     id: str
     launch: str
@@ -86,6 +66,10 @@ class WorkerState:
     connected_at: float
     last_seen: float
     idle_since: float | None
+    label: str = ""
+    launch_label: str = ""
+    host: str = ""
+    pid: int | None = None
     held: deque[TaskState] = field(default_factory=deque)
     tasks: int = 0
     errors: int = 0
@@ -95,24 +79,20 @@ class WorkerState:
     status: Literal["connected", "exited", "crashed"] = "connected"
 
 
-@dataclass(slots=True, eq=False)
-class LaunchState:
-    """A launch of `count` workers at one resource level."""
+@dataclass(slots=True)
+class Earlier:
+    """Departed workers no longer in the history, added up.
 
-    id: str
-    level: int
-    count: int
-    launched_at: float
-    connected: set[int] = field(default_factory=set)
-    closed: set[int] = field(default_factory=set)
-    expired: bool = False
+    Example:
+        >>> Earlier().workers
+        0
+    """
 
-    @property
-    def pending(self) -> int:
-        """Workers of this launch still expected to connect."""
-        if self.expired:
-            return 0
-        return self.count - len(self.connected) - len(self.closed)
+    workers: int = 0
+    tasks: int = 0
+    errors: int = 0
+    crashes: int = 0
+    seconds_busy: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +100,7 @@ class SendTask:
     """Send a task to a worker.
 
     Example:
-        >>> SendTask("w1", TaskSpec("t", "f()", "k", b"", b"", 1)).worker
+        >>> SendTask("w1", TaskSpec("t", "k", b"", b"", 1)).worker
         'w1'
     """
 
@@ -156,7 +136,7 @@ class SendCancel:
 
 @dataclass(frozen=True, slots=True)
 class Disconnect:
-    """Drop a worker's connection (it stopped answering).
+    """Drop a worker's connection (it stopped answering, or it is known to be dead).
 
     Example:
         >>> Disconnect("w1", "silent for 60 s").worker
@@ -169,31 +149,35 @@ class Disconnect:
 
 @dataclass(frozen=True, slots=True)
 class Resolve:
-    """A task has its final result.
+    """A task has its final outcome; `worker` and `launch` are labels of where it ran last.
 
     Example:
-        >>> Resolve(Result("t", "f()", "success")).result.name
-        't'
+        >>> Resolve("t", Outcome("success"), attempts=1).outcome.status
+        'success'
     """
 
-    result: Result
+    name: str
+    outcome: Outcome
+    attempts: int = 0
+    worker: str | None = None
+    launch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class TerminateLaunch:
-    """Stop the workers of a launch that never connected.
+class Investigate:
+    """A worker was lost while it ran a task: ask its launcher why, then call `worker_ended`.
 
     Example:
-        >>> TerminateLaunch("L1", (0, 2), "not connected after 30 s").indices
-        (0, 2)
+        >>> Investigate("L-0", "L", 0).index
+        0
     """
 
+    worker: str
     launch: str
-    indices: tuple[int, ...]
-    reason: str
+    index: int
 
 
-Action = SendTask | SendExit | SendCancel | Disconnect | Resolve | TerminateLaunch
+Action = SendTask | SendExit | SendCancel | Disconnect | Resolve | Investigate
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +190,6 @@ class Limits:
     """
 
     seconds_idle: float = 300.0
-    seconds_launch: float = 30.0
     seconds_wall: float | None = None
     tasks_max: int | None = None
     crashes_max: int = 5
@@ -216,103 +199,81 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
-class Counts:
+class Load:
     """Per-level counts the autoscaler decides from.
 
     `demand[k]`: tasks that need a worker of level k (queued, or running on a worker that
-    takes more work); `supply[k]`: workers of level k that take more work plus launches of
-    level k not yet connected; `workers`: every connected worker and pending launch slot.
+    takes more work); `supply[k]`: connected workers of level k that take more work;
+    `connected`: every connected worker.
     """
 
     demand: tuple[int, ...]
     supply: tuple[int, ...]
-    workers: int
+    connected: int
 
 
 class Scheduler:
-    """Holds the queue, the workers, the launches; turns events into actions.
+    """Holds the queue and the workers; turns events into actions.
+
+    `pending()` says how many launched workers have yet to connect (the launch book knows).
 
     Example:
         >>> scheduler = Scheduler(Limits())
-        >>> scheduler.push([TaskSpec("t1", "f()", "k", b"", b"", 1)], now=0.0)
+        >>> scheduler.push([TaskSpec("t1", "k", b"", b"", 1)], now=0.0)
         []
-        >>> scheduler.launch_started("L1", level=0, count=1, now=0.0)
-        >>> [type(a).__name__ for a in scheduler.worker_connected("w1", "L1", 0, now=0.1)]
+        >>> [type(a).__name__ for a in scheduler.worker_connected("L-0", "L", 0, 0, now=0.1)]
         ['SendTask']
     """
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, pending: Callable[[], int] = lambda: 0) -> None:
         self.limits = limits
+        self.pending = pending
         self.tasks: dict[str, TaskState] = {}
         self.queues: list[deque[TaskState]] = [deque() for _ in range(limits.levels)]
         self.queued = [0] * limits.levels
         self.workers: dict[str, WorkerState] = {}
-        self.departed: list[WorkerState] = []
-        self.launches: dict[str, LaunchState] = {}
-        self.open_launches: dict[str, LaunchState] = {}
-        self.launch_failures = 0
-        """Workers that ended before connecting since the last one connected (for back-off)."""
+        self.history: deque[WorkerState] = deque()
+        self.earlier = Earlier()
+        self.awaiting: dict[str, tuple[TaskState, float]] = {}
+        """Tasks whose worker died under them, by worker, with the time it was lost."""
 
     # ----- events -----------------------------------------------------------------------
 
     def push(self, specs: Iterable[TaskSpec], now: float) -> list[Action]:
-        """Queue new tasks (names must not be held) and hand them to idle workers.
-
-        All or nothing: if one name is held, no task of the batch is queued.
-        """
-        specs = list(specs)
-        names = [spec.name for spec in specs]
-        taken = [name for name in names if name in self.tasks]
-        if taken or len(set(names)) != len(names):
-            duplicate = taken[0] if taken else next(n for n in names if names.count(n) > 1)
-            raise ValueError(f"a task named {duplicate!r} is still held")
+        """Queue new tasks and hand them to idle workers (names are unique: the task book
+        checks them)."""
         for spec in specs:
             state = TaskState(spec)
             self.tasks[spec.name] = state
             self._enqueue(state, front=False)
         return self._assign_all(now)
 
-    def launch_started(self, launch: str, level: int, count: int, now: float) -> None:
-        """Record a launch of `count` workers at `level`."""
-        if launch in self.launches:
-            raise ValueError(f"launch {launch!r} is already recorded")
-        self.launches[launch] = self.open_launches[launch] = LaunchState(launch, level, count, now)
-
-    def launch_failed(self, launch: str, indices: Iterable[int] | None, now: float) -> None:
-        """Workers of a launch ended (or never started) before connecting: stop expecting them."""
-        state = self.launches.get(launch)
-        if state is None:
-            return
-        closed = range(state.count) if indices is None else indices
-        ended = {
-            index for index in closed if 0 <= index < state.count and index not in state.connected
-        } - state.closed
-        self.launch_failures += len(ended)
-        state.closed.update(ended)
-
-    def worker_connected(self, worker: str, launch: str, index: int, now: float) -> list[Action]:
-        """A worker passed authentication. Returns actions; raises `ConnectionRefused`."""
-        state = self.launches.get(launch)
-        if state is None:
-            raise ConnectionRefused(f"unknown launch {launch!r}")
-        if state.expired:
-            raise ConnectionRefused(f"launch {launch} was written off before it connected")
-        if not 0 <= index < state.count:
-            raise ConnectionRefused(f"launch {launch} has no worker index {index}")
-        if index in state.connected or index in state.closed:
-            raise ConnectionRefused(f"worker {index} of launch {launch} already connected")
-        if worker in self.workers:
-            raise ConnectionRefused(f"worker {worker} is already connected")
-        state.connected.add(index)
-        self.launch_failures = 0
+    def worker_connected(
+        self,
+        worker: str,
+        launch: str,
+        index: int,
+        level: int,
+        now: float,
+        *,
+        label: str = "",
+        launch_label: str = "",
+        host: str = "",
+        pid: int | None = None,
+    ) -> list[Action]:
+        """An admitted worker joins; it gets work if there is some."""
         self.workers[worker] = WorkerState(
             id=worker,
             launch=launch,
             index=index,
-            level=state.level,
+            level=level,
             connected_at=now,
             last_seen=now,
             idle_since=now,
+            label=label or worker,
+            launch_label=launch_label or launch,
+            host=host,
+            pid=pid,
         )
         return self._assign_all(now)
 
@@ -333,28 +294,28 @@ class Scheduler:
             return self._after_worker_freed(state, now)
         state.tasks += 1
         state.seconds_busy += outcome.seconds
-        if outcome.status != "success":
+        if not outcome.ok:
             state.errors += 1
         if state.held:
             state.held[0].started_at = now
         actions: list[Action] = []
         if self.tasks.get(name) is task:
             del self.tasks[name]
-            actions.append(Resolve(self._result(task, outcome.status, outcome, state)))
+            actions.append(self._resolve(task, outcome, state))
         actions += self._after_worker_freed(state, now)
         return actions
 
     def worker_lost(self, worker: str, now: float) -> list[Action]:
-        """A worker's connection closed. What it held goes back to the queue or crashes."""
+        """A worker's connection closed. What it prefetched goes back to the queue; the task it
+        ran waits for the launcher's word on why the worker died (`worker_ended`)."""
         state = self.workers.pop(worker, None)
         if state is None:
             return []
-        self.departed.append(state)
         actions: list[Action] = []
+        state.status = "crashed" if state.held else "exited"
+        self._remember(state)
         if not state.held:
-            state.status = "exited"
             return self._assign_all(now)
-        state.status = "crashed"
         running, *waiting = state.held
         state.held.clear()
         for task in reversed(waiting):
@@ -364,18 +325,40 @@ class Scheduler:
             if self.tasks.get(task.spec.name) is task:
                 self._enqueue(task, front=True)
         if self.tasks.get(running.spec.name) is running:
-            running.crashes += 1
             running.worker = None
             running.started_at = None
-            if running.crashes >= self.limits.crashes_max:
-                del self.tasks[running.spec.name]
-                message = f"the worker crashed {running.crashes} time(s) running this task"
-                outcome = Outcome("error", error=message)
-                actions.append(Resolve(self._result(running, "crash", outcome, state)))
-            else:
-                running.level = min(running.crashes, self.limits.levels - 1)
-                self._enqueue(running, front=True)
+            self.awaiting[worker] = (running, now)
+            actions.append(Investigate(worker, state.launch, state.index))
         return actions + self._assign_all(now)
+
+    def worker_ended(
+        self, worker: str, cause: Cause | None, reason: str, now: float
+    ) -> list[Action]:
+        """The launcher's verdict on a worker lost mid-task: a reclaimed host retries the task
+        as it was, an out-of-memory kill (or an unknown cause) retries it one level up, any
+        other death retries it where it was; each but a reclaim counts toward `crashes_max`."""
+        waiting = self.awaiting.pop(worker, None)
+        if waiting is None:
+            return []
+        task = waiting[0]
+        if self.tasks.get(task.spec.name) is not task:
+            return []
+        task.last_crash = reason
+        if cause == "host" and task.reclaims < RECLAIMS_MAX:
+            task.reclaims += 1
+        else:
+            task.crashes += 1
+            if task.crashes >= self.limits.crashes_max:
+                del self.tasks[task.spec.name]
+                message = (
+                    f"the worker crashed {task.crashes} time(s) running this task; last: {reason}"
+                )
+                record = self._find_departed(worker)
+                return [self._resolve(task, Outcome("crash", error=message), record)]
+            if cause in (None, "memory"):
+                task.level = min(task.level + 1, self.limits.levels - 1)
+        self._enqueue(task, front=True)
+        return self._assign_all(now)
 
     def cancel(self, names: Iterable[str] | None, now: float) -> list[Action]:
         """Cancel tasks by name (None: every task held). Unknown names are ignored."""
@@ -387,15 +370,26 @@ class Scheduler:
                 self._dequeue(task)
             elif task.worker is not None:
                 actions.append(SendCancel(task.worker, name))
-            outcome = Outcome("cancel", error="cancelled")
             holder = self.workers.get(task.worker) if task.worker else None
             if holder is not None and holder.held and holder.held[0] is not task:
                 task.attempts -= 1  # prefetched, never started
-            actions.append(Resolve(self._result(task, "cancel", outcome, holder)))
+            actions.append(self._resolve(task, Outcome("cancel", error="cancelled"), holder))
+        return actions
+
+    def fail_queued(self, reason: str) -> list[Action]:
+        """Resolve every queued task with an error: no worker can be started to run it."""
+        actions: list[Action] = []
+        for queue in self.queues:
+            while queue:
+                task = queue.popleft()
+                if task.queued:
+                    self._dequeue(task)
+                    del self.tasks[task.spec.name]
+                    actions.append(self._resolve(task, Outcome("error", error=reason), None))
         return actions
 
     def tick(self, now: float) -> list[Action]:
-        """Time passes: exits, timeouts, silent workers and expired launches."""
+        """Time passes: exits, timeouts, silent workers, crash verdicts that never came."""
         actions: list[Action] = []
         for state in list(self.workers.values()):
             # A busy worker may be silent: a task holding the GIL stops its heartbeats. Its
@@ -407,25 +401,16 @@ class Scheduler:
             if state.held:
                 actions += self._timeout_backstop(state, now)
             actions += self._retire_if_due(state, now)
-        for launch in list(self.open_launches.values()):
-            if launch.pending == 0:
-                del self.open_launches[launch.id]
-                continue
-            if now - launch.launched_at >= self.limits.seconds_launch:
-                launch.expired = True
-                missing = tuple(
-                    index
-                    for index in range(launch.count)
-                    if index not in launch.connected and index not in launch.closed
-                )
-                reason = f"not connected within seconds_launch={self.limits.seconds_launch:g}"
-                actions.append(TerminateLaunch(launch.id, missing, reason))
+        for worker, (_, lost_at) in list(self.awaiting.items()):
+            if now - lost_at >= SECONDS_VERDICT:
+                reason = f"worker {worker} was lost; its launcher did not say why"
+                actions += self.worker_ended(worker, None, reason, now)
         return actions
 
     # ----- queries ----------------------------------------------------------------------
 
-    def counts(self) -> Counts:
-        """Per-level demand and supply for the autoscaler."""
+    def load(self) -> Load:
+        """Per-level demand and connected supply, for the autoscaler."""
         levels = self.limits.levels
         demand = list(self.queued)
         supply = [0] * levels
@@ -434,14 +419,12 @@ class Scheduler:
                 supply[state.level] += 1
                 if state.held:
                     demand[state.held[0].level] += 1
-        pending = 0
-        for launch in self.open_launches.values():
-            supply[launch.level] += launch.pending
-            pending += launch.pending
-        return Counts(tuple(demand), tuple(supply), len(self.workers) + pending)
+        for task, _ in self.awaiting.values():
+            demand[task.level] += 1
+        return Load(tuple(demand), tuple(supply), len(self.workers))
 
     def unresolved(self) -> int:
-        """Tasks not yet resolved (queued or on a worker).
+        """Tasks not yet resolved (queued, on a worker, or awaiting a verdict).
 
         Example:
             >>> Scheduler(Limits()).unresolved()
@@ -449,7 +432,28 @@ class Scheduler:
         """
         return len(self.tasks)
 
+    def departed(self) -> list[WorkerState]:
+        """The departed workers still in the history, oldest first."""
+        return list(self.history)
+
     # ----- internals --------------------------------------------------------------------
+
+    def _remember(self, state: WorkerState) -> None:
+        self.history.append(state)
+        if len(self.history) > HISTORY_KEPT:
+            old = self.history.popleft()
+            earlier = self.earlier
+            earlier.workers += 1
+            earlier.tasks += old.tasks
+            earlier.errors += old.errors
+            earlier.crashes += old.status == "crashed"
+            earlier.seconds_busy += old.seconds_busy
+
+    def _find_departed(self, worker: str) -> WorkerState | None:
+        for state in reversed(self.history):
+            if state.id == worker:
+                return state
+        return None
 
     def _enqueue(self, task: TaskState, front: bool) -> None:
         task.queued = True
@@ -530,9 +534,7 @@ class Scheduler:
         While more workers may be launched, nothing is prefetched: a second long task must
         not wait behind the first on a busy worker while a new worker could run it.
         """
-        for launch_id in [key for key, launch in self.open_launches.items() if not launch.pending]:
-            del self.open_launches[launch_id]
-        pending = sum(launch.pending for launch in self.open_launches.values())
+        pending = self.pending()
         room = self.limits.workers - len(self.workers) - pending
         return sum(self.queued) - pending - max(0, room)
 
@@ -569,7 +571,7 @@ class Scheduler:
             del self.tasks[task.spec.name]
             message = f"no answer {timeout + SECONDS_TIMEOUT_GRACE:g} s after the task started"
             outcome = Outcome("timeout", error=message, seconds=now - task.started_at)
-            actions.append(Resolve(self._result(task, "timeout", outcome, state)))
+            actions.append(self._resolve(task, outcome, state))
         # Still held until the worker is lost: what it prefetched then goes back without a
         # crash, and a written-off worker takes no more work meanwhile.
         state.retiring = f"task {task.spec.name} overran its timeout"
@@ -583,29 +585,11 @@ class Scheduler:
                 return task
         return None
 
-    def _result(
-        self, task: TaskState, status: Status, outcome: Outcome, worker: WorkerState | None
-    ) -> Result:
-        return Result(
-            name=task.spec.name,
-            command=task.spec.command,
-            status=status,
-            value=outcome.value if status == "success" else None,
-            error=outcome.error,
-            traceback=outcome.traceback,
-            warnings=outcome.warnings,
-            seconds=outcome.seconds,
-            seed=task.spec.seed,
+    def _resolve(self, task: TaskState, outcome: Outcome, worker: WorkerState | None) -> Resolve:
+        return Resolve(
+            task.spec.name,
+            outcome,
             attempts=task.attempts,
-            worker=worker.id if worker else None,
-            launch=worker.launch if worker else None,
+            worker=worker.label if worker else None,
+            launch=worker.launch_label if worker else None,
         )
-
-
-class ConnectionRefused(Exception):
-    """A worker may not join (unknown or expired launch, duplicate index).
-
-    Example:
-        >>> str(ConnectionRefused("unknown launch 'L9'"))
-        "unknown launch 'L9'"
-    """

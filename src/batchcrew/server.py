@@ -1,33 +1,28 @@
 """The controller's listening side: TLS connections from workers, frames in and out.
 
-It authenticates workers, turns their frames into scheduler events and the scheduler's
-actions into frames. It runs on the controller's event-loop thread and never blocks it:
-frames are parsed as bytes arrive (no coroutine per frame).
+It turns bytes into connection events for one handler (which owns the scheduler) and carries
+out the frame actions it gets back. It decides nothing about tasks or launches. It runs on the
+controller's event-loop thread and never blocks it: frames are parsed as bytes arrive. Every
+connection that does not become a worker is refused, logged (rate-limited) and counted exactly
+once, and leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
-import pickle
 import ssl
-from collections.abc import Callable, Iterator
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from batchcrew import protocol
-from batchcrew.errors import ProtocolError
-from batchcrew.protocol import Frame, FrameParser, FunctionCache, Kind, versions
-from batchcrew.scheduler import (
-    Action,
-    ConnectionRefused,
-    Outcome,
-    OutcomeStatus,
-    Scheduler,
-    TaskSpec,
-)
+from batchcrew.errors import ConnectionRefused, ProtocolError
+from batchcrew.protocol import Frame, FrameParser, FunctionCache, Kind
+from batchcrew.scheduler import Action, Disconnect, SendCancel, SendExit, SendTask
 
 logger = logging.getLogger("batchcrew.server")
 
@@ -35,6 +30,12 @@ SECONDS_HELLO = 10.0
 """How long a new connection has to complete TLS and say HELLO."""
 
 REASONS_KEPT = 100
+"""Refusal reasons kept in `ServerCounts.reasons` (older ones are only counted)."""
+
+REFUSALS_LOGGED = 10
+"""Refusals logged one by one in each `SECONDS_REFUSAL_WINDOW`; the rest are summed up."""
+
+SECONDS_REFUSAL_WINDOW = 60.0
 
 
 @dataclass
@@ -49,43 +50,71 @@ class ServerCounts:
     refused: int = 0
     protocol_errors: int = 0
     handshake_failures: int = 0
-    reasons: list[str] = field(default_factory=list)
+    reasons: deque[str] = field(default_factory=lambda: deque(maxlen=REASONS_KEPT))
+
+
+class Handler(Protocol):
+    """The owner of the scheduler, as the server sees it: connection events in, frame actions
+    out (`SendTask`, `SendExit`, `SendCancel`, `Disconnect`)."""
+
+    def admit(self, hello: dict[str, Any], address: object) -> tuple[str, list[Action]]:
+        """A HELLO: the worker's id and first actions, or `ConnectionRefused`."""
+
+    def received(self, worker: str, frame: Frame) -> list[Action]:
+        """A frame from an admitted worker; raises `ProtocolError` if it is not allowed."""
+
+    def lost(self, worker: str) -> list[Action]:
+        """An admitted worker's connection has closed."""
+
+
+class _RefusalLog:
+    """Logs refusals one by one up to a rate, then once a window with the counts by kind, so a
+    flood of bad connections cannot flood the user's terminal."""
+
+    def __init__(self) -> None:
+        self.window_start = time.monotonic()
+        self.logged = 0
+        self.held: Counter[str] = Counter()
+
+    def add(self, kind: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self.window_start >= SECONDS_REFUSAL_WINDOW:
+            self.flush()
+            self.window_start, self.logged = now, 0
+        if self.logged < REFUSALS_LOGGED:
+            self.logged += 1
+            logger.warning("%s", message)
+        else:
+            self.held[kind] += 1
+
+    def flush(self) -> None:
+        if self.held:
+            kinds = ", ".join(f"{kind}: {count}" for kind, count in self.held.most_common())
+            logger.warning("%d more connections refused (%s)", self.held.total(), kinds)
+            self.held.clear()
 
 
 class Server:
     """Accept workers and speak the protocol with them.
 
     Example:
-        >>> from batchcrew.scheduler import Limits
-        >>> server = Server(Scheduler(Limits()), apply=print, ssl_context=None,
-        ...                 host="127.0.0.1", port=0)
-        >>> server.port
-        0
+        >>> server = Server(handler=None, ssl_context=None, host="127.0.0.1", port=0)
+        >>> server.port, server.counts.refused
+        (0, 0)
     """
 
     def __init__(
-        self,
-        scheduler: Scheduler,
-        apply: Callable[[list[Action]], None],
-        ssl_context: ssl.SSLContext | None,
-        host: str,
-        port: int,
-        report: Callable[[str], None] = logger.warning,
+        self, handler: Handler | None, ssl_context: ssl.SSLContext | None, host: str, port: int
     ) -> None:
-        self.scheduler = scheduler
-        self.apply = apply
-        self.report = report
+        self.handler = handler
         self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.counts = ServerCounts()
-        self.identities: dict[str, tuple[str, int | None]] = {}
-        """Host name and process id each worker gave in its HELLO."""
-        self._tokens: dict[str, str] = {}
         self._peers: dict[str, _Connection] = {}
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
-        self._versions = versions()
+        self._refusals = _RefusalLog()
         self.batching = False
         self.dirty: list[_Connection] = []
 
@@ -95,8 +124,7 @@ class Server:
         results and the tasks they free go out in as few sends as there are workers.
 
         Example:
-            >>> from batchcrew.scheduler import Limits
-            >>> server = Server(Scheduler(Limits()), print, None, "127.0.0.1", 0)
+            >>> server = Server(None, None, "127.0.0.1", 0)
             >>> with server.batch():
             ...     server.batching
             True
@@ -114,9 +142,14 @@ class Server:
                 connection.flush()
 
     @property
-    def listening(self) -> bool:
-        """True once the server has bound its port."""
-        return self._server is not None
+    def connections(self) -> int:
+        """Open connections, admitted or not (for leak checks).
+
+        Example:
+            >>> Server(None, None, "127.0.0.1", 0).connections
+            0
+        """
+        return len(self._connections)
 
     async def start(self) -> None:
         """Listen; `self.port` becomes the port actually bound."""
@@ -133,158 +166,93 @@ class Server:
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=2.0)
+        self._refusals.flush()
 
-    def allow(self, launch: str, token: str) -> None:
-        """Accept workers of `launch` that present `token`."""
-        self._tokens[launch] = token
+    def execute(self, actions: Iterable[Action]) -> None:
+        """Carry out frame actions (others are not the server's and are skipped)."""
+        for action in actions:
+            if isinstance(action, SendTask):
+                peer = self._peers.get(action.worker)
+                if peer is not None:
+                    first_time = not peer.functions.seen(action.task.function)
+                    peer.write(protocol.task_frame(action.task, with_function=first_time))
+            elif isinstance(action, SendExit):
+                self.send(action.worker, protocol.encode(Kind.EXIT, {"reason": action.reason}))
+            elif isinstance(action, SendCancel):
+                self.send(action.worker, protocol.encode(Kind.CANCEL, {"name": action.name}))
+            elif isinstance(action, Disconnect):
+                peer = self._peers.get(action.worker)
+                if peer is not None:
+                    logger.warning("dropping worker %s: %s", action.worker, action.reason)
+                    peer.abort()
 
-    def revoke(self, launch: str) -> None:
-        """Accept no more workers of `launch`."""
-        self._tokens.pop(launch, None)
-
-    def send_task(self, worker: str, task: TaskSpec) -> None:
-        """Send a task; its function travels only if this worker does not hold it yet."""
-        peer = self._peers.get(worker)
-        if peer is None:
-            return
-        header: dict[str, Any] = {"name": task.name, "function": task.function, "seed": task.seed}
-        if task.seconds_timeout is not None:
-            header["seconds_timeout"] = task.seconds_timeout
-        if peer.functions.seen(task.function):
-            body = task.arguments
-        else:
-            header["function_size"] = len(task.function_data)
-            body = task.function_data + task.arguments
-        peer.write(protocol.encode(Kind.TASK, header, body))
-
-    def send(self, worker: str, kind: Kind, header: dict[str, Any]) -> None:
-        """Send a control frame (EXIT, CANCEL) to one worker."""
+    def send(self, worker: str, data: bytes) -> None:
+        """Send an encoded frame to one worker."""
         peer = self._peers.get(worker)
         if peer is not None:
-            peer.write(protocol.encode(kind, header))
+            peer.write(data)
 
-    def broadcast(self, kind: Kind, header: dict[str, Any]) -> None:
-        """Send a control frame to every connected worker."""
-        data = protocol.encode(kind, header)
+    def broadcast(self, data: bytes) -> None:
+        """Send an encoded frame to every admitted worker."""
         for peer in self._peers.values():
             peer.write(data)
 
-    def disconnect(self, worker: str, reason: str) -> None:
-        """Drop a worker's connection."""
-        peer = self._peers.get(worker)
-        if peer is not None:
-            logger.warning("dropping worker %s: %s", worker, reason)
-            peer.abort()
-
     # ----- for connections --------------------------------------------------------------
 
-    def greet(self, connection: _Connection, hello: Frame) -> str | None:
-        """Check a HELLO; welcome the worker (its id) or refuse it (None)."""
-        if hello.kind is not Kind.HELLO:
-            raise ProtocolError(f"expected HELLO, got {hello.kind.name}")
-        header = hello.header
-        address = connection.address
-        launch = str(header.get("launch", ""))
-        token = str(header.get("token", ""))
-        expected = self._tokens.get(launch)
-        given = token.encode("utf-8", "surrogatepass")
-        if expected is None or not hmac.compare_digest(given, expected.encode()):
-            self.refused(f"connection from {address}: wrong token or unknown launch {launch!r}")
-            connection.write(protocol.encode(Kind.REFUSE, {"reason": "authentication failed"}))
-            return None
-        mismatch = self._version_mismatch(header)
-        index = header.get("index")
-        worker = f"{launch}-{index}"
-        try:
-            if mismatch:
-                raise ConnectionRefused(mismatch)
-            if not isinstance(index, int):
-                raise ConnectionRefused("HELLO carries no worker index")
-            now = asyncio.get_running_loop().time()
-            actions = self.scheduler.worker_connected(worker, launch, index, now)
-        except ConnectionRefused as refusal:
-            self.refused(f"worker {worker} from {address} refused: {refusal}")
-            if mismatch:
-                # The launch is ours but cannot serve: stop waiting for it and say why.
-                indices = [index] if isinstance(index, int) else None
-                now = asyncio.get_running_loop().time()
-                self.scheduler.launch_failed(launch, indices, now)
-                self.report(f"launch {launch}: worker refused: {mismatch}")
-            connection.write(protocol.encode(Kind.REFUSE, {"reason": str(refusal)}))
-            return None
+    def admitted(self, connection: _Connection, worker: str) -> None:
         self._peers[worker] = connection
-        pid = header.get("pid")
-        self.identities[worker] = (str(header.get("host")), pid if isinstance(pid, int) else None)
-        connection.write(protocol.encode(Kind.WELCOME, {"worker": worker}))
-        logger.info("worker %s connected from %s (pid %s)", worker, address, pid)
-        self.apply(actions)
-        return worker
-
-    def received(self, worker: str, frame: Frame) -> None:
-        """A frame from a welcomed worker."""
-        now = asyncio.get_running_loop().time()
-        if frame.kind is Kind.RESULT:
-            name, outcome = _outcome(frame.header, frame.body)
-            self.apply(self.scheduler.result_received(worker, name, outcome, now))
-        elif frame.kind is Kind.HEARTBEAT:
-            self.scheduler.heard_from(worker, now)
-        else:
-            raise ProtocolError(f"a worker may not send {frame.kind.name}")
 
     def opened(self, connection: _Connection) -> None:
         self._connections.add(connection)
 
-    def closed(self, connection: _Connection) -> None:
-        """A connection ended: a welcomed worker is lost to the scheduler."""
+    def ended(self, connection: _Connection) -> None:
+        """A connection is over: it leaves the server, and an admitted worker is lost."""
         self._connections.discard(connection)
         worker = connection.worker
         if worker is not None and self._peers.get(worker) is connection:
             del self._peers[worker]
-            now = asyncio.get_running_loop().time()
-            self.apply(self.scheduler.worker_lost(worker, now))
+            if self.handler is not None:
+                self.execute(self.handler.lost(worker))
 
-    def refused(self, message: str) -> None:
-        """Count and log a refused connection."""
+    def refused(self, kind: str, message: str) -> None:
+        """Count and log (rate-limited) one refused connection."""
         self.counts.refused += 1
+        if kind == "protocol":
+            self.counts.protocol_errors += 1
+        elif kind == "handshake":
+            self.counts.handshake_failures += 1
         self.counts.reasons.append(message)
-        del self.counts.reasons[:-REASONS_KEPT]
-        logger.warning("%s", message)
-
-    def _version_mismatch(self, hello: dict[str, Any]) -> str | None:
-        names = {"protocol": "protocol", "python": "Python", "cloudpickle": "cloudpickle"}
-        for key, label in names.items():
-            theirs, ours = str(hello.get(key)), self._versions[key]
-            if theirs != ours:
-                return f"worker runs {label} {theirs}, controller {ours}"
-        if hello.get("batchcrew") != self._versions["batchcrew"]:
-            logger.warning(
-                "worker runs batchcrew %s, controller %s",
-                hello.get("batchcrew"),
-                self._versions["batchcrew"],
-            )
-        return None
+        self._refusals.add(kind, message)
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP connection: paused until TLS is up, then HELLO, then frames as they arrive."""
+    """One TCP connection: paused until TLS is up, then HELLO, then frames as they arrive.
+
+    It is refused at most once (`_refuse`) and leaves the server exactly once (`_end`),
+    whichever way it ends: a failed handshake, a timer, a bad frame, or the peer going away.
+    """
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.worker: str | None = None
         self.address: Any = None
         self.functions = FunctionCache()
-        # Before authentication: no body, and a header no longer than a HELLO needs.
+        # Before admission: no body, and a header no longer than a HELLO needs.
         self.parser = FrameParser(body_bytes_max=0, header_bytes_max=protocol.HELLO_BYTES_MAX)
-        self.failed = False
         self.transport: asyncio.Transport | None = None
+        self._plain: asyncio.Transport | None = None
+        self._upgrade: asyncio.Future[None] | None = None
+        """The TLS set-up under way (kept so it is not collected; never cancelled: cancelling
+        a handshake half-way would leave its transport behind)."""
         self._hello_timer: asyncio.TimerHandle | None = None
-        self._upgrade: asyncio.Task[None] | None = None
         self._early: list[bytes] = []
         self._outgoing: list[bytes] = []
+        self._counted = False
+        self._over = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        if self.transport is not None:
+        if self.transport is not None or self._plain is not None:
             return  # the TLS transport replacing the plain one: already set up below
         self.address = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
@@ -297,6 +265,7 @@ class _Connection(asyncio.Protocol):
             self.transport = transport
             return
         # Nothing is read until TLS is set up on this very connection.
+        self._plain = transport
         transport.pause_reading()
         self._upgrade = asyncio.ensure_future(self._start_tls(transport))
 
@@ -305,16 +274,25 @@ class _Connection(asyncio.Protocol):
         context = self.server.ssl_context
         assert context is not None
         try:
+            await self._handshake(loop, plain, context)
+        finally:
+            self._upgrade = None
+
+    async def _handshake(
+        self, loop: asyncio.AbstractEventLoop, plain: asyncio.Transport, context: ssl.SSLContext
+    ) -> None:
+        try:
             secured = await loop.start_tls(
                 plain, self, context, server_side=True, ssl_handshake_timeout=SECONDS_HELLO
             )
-        except (TimeoutError, OSError) as error:
+        except (TimeoutError, OSError, ssl.SSLError) as error:
+            self._refuse("handshake", f"TLS handshake with {self.address} failed: {error!r:.200}")
             plain.close()
-            self.server.counts.handshake_failures += 1
-            self.server.refused(f"TLS handshake with {self.address} failed: {error!r}")
+            self._end()  # the TLS layer never reports this connection lost: end it here
             return
-        if secured is None:
+        if secured is None or self._over:
             plain.close()
+            self._end()
             return
         self.transport = secured
         early, self._early = self._early, []
@@ -326,7 +304,7 @@ class _Connection(asyncio.Protocol):
             # TLS delivers the first bytes before start_tls returns the transport to answer on.
             self._early.append(data)
             return
-        if self.failed:
+        if self._counted:
             return
         with self.server.batch():
             self._frames_received(data)
@@ -338,45 +316,72 @@ class _Connection(asyncio.Protocol):
                     self._hello(frame)
                     if self.worker is None:
                         return
-                else:
-                    self.server.received(self.worker, frame)
+                elif self.server.handler is not None:
+                    self.server.execute(self.server.handler.received(self.worker, frame))
         except ProtocolError as error:
-            self._fail(f"protocol error from {self.worker or self.address}: {error}")
+            self._refuse("protocol", f"protocol error from {self._peer}: {error}")
+            self.close()
         except Exception as error:
-            logger.exception("unexpected error on the connection from %s", self.address)
-            self._fail(f"connection from {self.worker or self.address} failed: {error!r:.200}")
+            logger.exception("unexpected error on the connection from %s", self._peer)
+            self._refuse("protocol", f"connection from {self._peer} failed: {error!r:.200}")
+            self.close()
 
-    def _fail(self, reason: str) -> None:
-        self.failed = True
-        self.server.counts.protocol_errors += 1
-        self.server.refused(reason)
-        self.close()
+    @property
+    def _peer(self) -> str:
+        return self.worker or str(self.address)
 
     def _hello(self, frame: Frame) -> None:
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
-        self.worker = self.server.greet(self, frame)
-        if self.worker is None:
+        if frame.kind is not Kind.HELLO:
+            raise ProtocolError(f"expected HELLO, got {frame.kind.name}")
+        handler = self.server.handler
+        try:
+            if handler is None:
+                raise ConnectionRefused("the controller takes no workers")
+            worker, actions = handler.admit(frame.header, self.address)
+        except ConnectionRefused as refusal:
+            self._refuse("refused", f"connection from {self.address} refused: {refusal}")
+            self.write(protocol.encode(Kind.REFUSE, {"reason": refusal.reply}))
             self.close()
             return
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        self.worker = worker
+        self.server.admitted(self, worker)
         self.parser.body_bytes_max = protocol.BODY_BYTES_MAX
         self.parser.header_bytes_max = protocol.HEADER_BYTES_MAX
+        self.write(protocol.encode(Kind.WELCOME, {"worker": worker}))
+        self.server.execute(actions)
 
     def _too_slow(self) -> None:
         if self.worker is None:
-            self.server.refused(f"connection from {self.address}: no HELLO in {SECONDS_HELLO:g} s")
+            self._refuse("slow", f"connection from {self.address}: no HELLO in {SECONDS_HELLO:g} s")
             self.close()
 
+    def _refuse(self, kind: str, message: str) -> None:
+        if not self._counted and self.worker is None:
+            self._counted = True
+            self.server.refused(kind, message)
+
     def eof_received(self) -> bool | None:
-        if self.parser.buffered and not self.failed:
-            self.server.counts.protocol_errors += 1
-            self.server.refused(f"connection from {self.worker or self.address} ended mid-frame")
+        if self.worker is None:
+            detail = " mid-frame" if self.parser.buffered else " before saying HELLO"
+            self._refuse("protocol", f"connection from {self.address} ended{detail}")
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.worker is None:
+            self._refuse("protocol", f"connection from {self.address} closed before HELLO")
+        self._end()
+
+    def _end(self) -> None:
+        if self._over:
+            return
+        self._over = True
         if self._hello_timer is not None:
             self._hello_timer.cancel()
-        self.server.closed(self)
+        self._early.clear()
+        self._outgoing.clear()
+        self.server.ended(self)
 
     def write(self, data: bytes) -> None:
         """Send bytes now, or with the rest of a batch (see `Server.batch`)."""
@@ -398,45 +403,17 @@ class _Connection(asyncio.Protocol):
             transport.write(data)
 
     def close(self) -> None:
+        """Close gracefully (what is queued still leaves), whatever stage the connection is at."""
         if self._outgoing:
             self.flush()  # a REFUSE or an EXIT still leaves before the connection closes
         if self.transport is not None:
             self.transport.close()
-        if self._upgrade is not None and not self._upgrade.done():
-            self._upgrade.cancel()
+        elif self._plain is not None:
+            self._plain.close()  # mid-handshake: start_tls fails and ends the connection
 
     def abort(self) -> None:
         """Drop the connection at once (no TLS goodbye to a peer that stopped answering)."""
         if self.transport is not None:
             self.transport.abort()
-        if self._upgrade is not None and not self._upgrade.done():
-            self._upgrade.cancel()
-
-
-def _outcome(header: dict[str, Any], body: bytes) -> tuple[str, Outcome]:
-    name = header.get("name")
-    status: OutcomeStatus
-    if header.get("status") == "success":
-        status = "success"
-    elif header.get("status") in ("error", "timeout", "cancel"):
-        status = header["status"]
-    else:
-        raise ProtocolError(f"RESULT with an unknown status {header.get('status')!r}")
-    if not isinstance(name, str):
-        raise ProtocolError("RESULT without a task name")
-    value = None
-    error = header.get("error")
-    if status == "success" and body:
-        try:
-            value = pickle.loads(body)
-        except Exception as exception:  # noqa: BLE001 (the result is bad, not the connection)
-            status, error = "error", f"the result could not be unpickled: {exception!r}"
-    warnings = header.get("warnings") or ()
-    return name, Outcome(
-        status=status,
-        value=value,
-        error=None if error is None else str(error),
-        traceback=header.get("traceback"),
-        warnings=tuple(str(item) for item in warnings),
-        seconds=float(header.get("seconds", 0.0)),
-    )
+        elif self._plain is not None:
+            self._plain.abort()

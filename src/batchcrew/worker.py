@@ -31,7 +31,8 @@ from typing import Any
 
 from batchcrew import protocol
 from batchcrew.channel import Channel
-from batchcrew.errors import ProtocolError
+from batchcrew.errors import CertificateMismatch, ProtocolError
+from batchcrew.messages import Outcome, Status
 from batchcrew.protocol import (
     FUNCTIONS_CACHED,
     SECONDS_HEARTBEAT,
@@ -166,7 +167,8 @@ class _Watchdog:
                     if silent > self.seconds_timeout:
                         raise ConnectionError(f"no word from the controller for {silent:.0f} s")
             except (OSError, ProtocolError) as error:
-                self._lost(error)
+                if not self.channel.closed:  # closed by the worker itself: it is leaving
+                    self._lost(error)
                 return
 
     def _listen(self) -> None:
@@ -229,21 +231,26 @@ class _Runner:
     def run(self, header: dict[str, Any], function_data: bytes, arguments: bytes) -> bytes:
         name = str(header["name"])
         try:
-            return self._run(name, header, function_data, arguments)
+            outcome = self._run(name, header, function_data, arguments)
         except _Interrupted:  # a stop that came as the task ended: the outcome stands
-            return _result_frame(name, "cancel", 0.0, error="cancelled")
+            outcome = Outcome("cancel", error="cancelled")
         except Exception as exception:  # noqa: BLE001 (whatever goes wrong, the worker answers)
-            error = f"the worker could not report this task: {_describe(exception)}"
-            return _result_frame(name, "error", 0.0, error=error)
+            outcome = Outcome(
+                "error", error=f"the worker could not report this task: {_describe(exception)}"
+            )
+        return protocol.result_frame(name, outcome)
 
     def _run(
         self, name: str, header: dict[str, Any], function_data: bytes, arguments: bytes
-    ) -> bytes:
+    ) -> Outcome:
         timeout = header.get("seconds_timeout")
         running = self.running
         started = time.perf_counter()
         value: Any = None
-        status, error, trace = "success", None, None
+        raised: BaseException | None = None
+        status: Status = "success"
+        error: str | None = None
+        trace: str | None = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -261,12 +268,12 @@ class _Runner:
                 running.name = None
             except _Interrupted:
                 running.name = None
-                status = running.reason or "cancel"
+                status = "timeout" if running.reason == "timeout" else "cancel"
                 error = f"timed out after {timeout:g} s" if status == "timeout" else "cancelled"
             except BaseException as exception:  # noqa: BLE001 (every task failure is reported)
                 running.name = None
                 status, trace = "error", _clip(traceback.format_exc(), TRACEBACK_CHARACTERS)
-                error = _describe(exception)
+                error, raised = _describe(exception), exception
             finally:
                 running.name = None
                 running.cancelled.discard(name)
@@ -280,19 +287,20 @@ class _Runner:
         if len(caught) > WARNINGS_KEPT:
             notes += (f"... and {len(caught) - WARNINGS_KEPT} more warnings",)
         if status != "success":
-            return _result_frame(name, status, seconds, error=error, trace=trace, notes=notes)
+            body = _pickled_exception(raised) if raised is not None else b""
+            return Outcome(status, body, error, trace, notes, seconds)
         try:
             body = dumps_value(value)
         except Exception as exception:  # noqa: BLE001 (an unpicklable value is a task error)
             error = f"the result could not be pickled: {_describe(exception)}"
-            return _result_frame(name, "error", seconds, error=error, notes=notes)
+            return Outcome("error", b"", error, None, notes, seconds)
         if len(body) > protocol.BODY_BYTES_MAX:
             error = (
                 f"the result pickles to {len(body):,} bytes, over the "
                 f"{protocol.BODY_BYTES_MAX:,}-byte limit; write it to storage and return a path"
             )
-            return _result_frame(name, "error", seconds, error=error, notes=notes)
-        return _result_frame(name, "success", seconds, notes=notes, body=body)
+            return Outcome("error", b"", error, None, notes, seconds)
+        return Outcome("success", body, None, None, notes, seconds)
 
 
 ERROR_CHARACTERS = 4_000
@@ -300,6 +308,8 @@ TRACEBACK_CHARACTERS = 20_000
 WARNING_CHARACTERS = 500
 WARNINGS_KEPT = 50
 """Limits that keep a RESULT header well under its 64 KiB cap, whatever a task raised."""
+EXCEPTION_BYTES_MAX = 1 << 20
+"""The largest pickled exception sent back with a failed task."""
 
 
 def _clip(text: str, limit: int) -> str:
@@ -310,31 +320,22 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _describe(exception: BaseException) -> str:
+    kind = type(exception).__name__
     try:
-        text = f"{type(exception).__name__}: {exception}"
+        message = str(exception)
     except Exception:  # noqa: BLE001 (an exception whose str() fails still gets reported)
-        text = f"{type(exception).__name__} (its message could not be shown)"
-    return _clip(text, ERROR_CHARACTERS)
+        return f"{kind} (its message could not be shown)"
+    return _clip(f"{kind}: {message}" if message else kind, ERROR_CHARACTERS)
 
 
-def _result_frame(
-    name: str,
-    status: str,
-    seconds: float,
-    *,
-    error: str | None = None,
-    trace: str | None = None,
-    notes: tuple[str, ...] = (),
-    body: bytes = b"",
-) -> bytes:
-    header: dict[str, Any] = {"name": name, "status": status, "seconds": seconds}
-    if error is not None:
-        header["error"] = error
-    if trace is not None:
-        header["traceback"] = trace
-    if notes:
-        header["warnings"] = list(notes)
-    return protocol.encode(Kind.RESULT, header, body)
+def _pickled_exception(exception: BaseException) -> bytes:
+    """The exception a task raised, pickled so the controller can raise it again; empty when
+    it cannot be pickled or is too large to be worth sending (message and traceback still go)."""
+    try:
+        data = dumps_value(exception)
+    except Exception:  # noqa: BLE001 (an exception that does not pickle still gets reported)
+        return b""
+    return data if len(data) <= EXCEPTION_BYTES_MAX else b""
 
 
 def _connect(settings: WorkerSettings) -> Channel:
@@ -347,9 +348,8 @@ def _connect(settings: WorkerSettings) -> Channel:
                 settings.host, settings.port, settings.fingerprint, settings.seconds_timeout
             )
             break
-        except ConnectionRefusedError as error:
-            if "fingerprint" in str(error) or time.monotonic() >= deadline:
-                raise
+        except CertificateMismatch:
+            raise  # someone else answers at that address: trying again will not help
         except OSError:
             if time.monotonic() >= deadline:
                 raise
@@ -424,6 +424,7 @@ def serve(channel: Channel, settings: WorkerSettings) -> None:
 
     signal.signal(signal.SIGUSR1, interrupt_task)
     signal.signal(signal.SIGALRM, interrupt_task)
+    _hide_from_forked_children(channel)
     waiting = _poller(channel, watchdog.wake_reader)
     watchdog.start()
     while True:
@@ -451,12 +452,52 @@ def serve(channel: Channel, settings: WorkerSettings) -> None:
             return
 
 
+_held_connection: list[Channel] = []
+"""The connection a process forked from this worker must let go of (see `Channel`)."""
+
+
+def _let_go_in_child() -> None:
+    for channel in _held_connection:
+        channel.hide_from_children()
+
+
+def _hide_from_forked_children(channel: Channel) -> None:
+    """Make a process forked by a task (`os.fork`, `multiprocessing` with fork) drop the
+    worker's connection at once, so the controller notices when the worker itself dies."""
+    if not _held_connection:
+        os.register_at_fork(after_in_child=_let_go_in_child)
+    _held_connection[:] = [channel]
+
+
+def end_group_members() -> None:
+    """Kill whatever a task left running in this worker's process group (when the worker leads
+    its group, as local workers do), so nothing a task started outlives the worker."""
+    group = os.getpgrp()
+    if group != os.getpid():
+        return
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit() or int(entry) == group:
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group:
+                os.kill(int(entry), signal.SIGKILL)
+
+
 def run(settings: WorkerSettings) -> int:
     """Run a worker until the controller tells it to exit or goes away; return the exit code.
 
     Example:
-        >>> run(WorkerSettings.from_environment(os.environ))  # doctest: +SKIP
+        >>> settings = WorkerSettings("127.0.0.1", 1, "token", "launch", seconds_timeout=0.2)
+        >>> run(settings)  # nothing listens on port 1
+        3
     """
+    if settings.fingerprint is None:
+        logger.warning(
+            "no BATCHCREW_FINGERPRINT: connecting WITHOUT TLS; a controller that runs with TLS "
+            "refuses this worker"
+        )
     try:
         channel = _connect(settings)
     except (OSError, ProtocolError) as error:
@@ -468,6 +509,7 @@ def run(settings: WorkerSettings) -> int:
         logger.info("connection ended: %s", error)
     finally:
         channel.close()
+        end_group_members()
     return 0
 
 
@@ -481,7 +523,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="batchcrew worker",
         description="Run a batchcrew worker; its settings come from BATCHCREW_* variables.",
     ).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    level = os.environ.get("BATCHCREW_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level if level in logging.getLevelNamesMapping() else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+    )
     try:
         settings = WorkerSettings.from_environment(os.environ)
     except ValueError as error:

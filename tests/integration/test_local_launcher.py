@@ -24,7 +24,7 @@ class FirstLaunchHangs(bc.LocalLauncher):
         self.hanging_python = str(hanging_python)
         self.launches: list[bc.LaunchRequest] = []
 
-    def launch(self, request: bc.LaunchRequest) -> object:
+    def launch(self, request: bc.LaunchRequest) -> bc.LaunchHandle:
         self.launches.append(request)
         self.python = self.hanging_python if len(self.launches) == 1 else sys.executable
         return super().launch(request)
@@ -42,7 +42,13 @@ def test_launch_not_connected_in_time_is_terminated_and_replaced(
     assert result.value == 64
     assert len(launcher.launches) == 2
     assert result.launch == launcher.launches[1].launch
-    assert any("not connected within seconds_launch=1" in error for error in launcher.errors())
+    expired = [e for e in launcher.errors() if "not connected within seconds_launch=1" in e.message]
+    assert len(expired) == 1
+    # The launcher was asked where the worker was before it was terminated: its own words
+    # ("running") are in the error, and the kill that followed is no launch failure of its own.
+    assert "(running)" in expired[0].message
+    assert expired[0].job == f"{launcher.launches[0].launch}"
+    assert not any("ended before connecting" in e.message for e in launcher.errors())
     hung_pid = int((tmp_path / "pid").read_text())
     wait_until(lambda: not process_alive(hung_pid), seconds=10)
 
@@ -56,8 +62,10 @@ def test_worker_that_dies_before_connecting_is_reported(
     launcher = bc.LocalLauncher(python=failing)
     crew = make_controller(launcher, workers=1)
     task = crew.push(tasks.square, 2)
-    wait_until(lambda: any("ended before connecting" in e for e in launcher.errors()), seconds=20)
-    assert "exited with status 5" in launcher.errors()[0]
+    wait_until(
+        lambda: any("ended before connecting" in e.message for e in launcher.errors()), seconds=20
+    )
+    assert "exited with status 5" in launcher.errors()[0].message
     assert not task.done()  # it waits for a worker that can run it
     task.cancel()
 

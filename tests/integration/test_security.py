@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,28 +19,11 @@ import batchcrew as bc
 from batchcrew import protocol
 from batchcrew.protocol import Kind, versions
 from tests.integration import tasks
+from tests.support.launchers import RecordingLauncher
 from tests.support.polling import wait_until
 from tests.support.processes import process_alive
 
 Make = Callable[..., bc.Controller]
-
-
-class RecordingLauncher(bc.Launcher):
-    """Starts nothing; keeps each launch request so a test can dial in as that worker."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[bc.LaunchRequest] = []
-
-    def launch(self, request: bc.LaunchRequest) -> bc.LaunchRequest:
-        self.requests.append(request)
-        return request
-
-    def terminate(self, handle: Any, indices: Sequence[int] | None = None) -> None:
-        pass
-
-    def poll(self, handle: Any) -> dict[int, str]:
-        return {}
 
 
 @pytest.fixture
@@ -169,7 +152,7 @@ def test_version_mismatch_names_both_sides(
     assert frame is not None and frame.kind is Kind.REFUSE
     ours = versions()[field]
     assert frame.header["reason"] == f"worker runs {label} {theirs}, controller {ours}"
-    assert any(frame.header["reason"] in error for error in crew.launcher.errors())
+    assert any(frame.header["reason"] in error.message for error in crew.launcher.errors())
 
 
 def test_worker_refuses_a_controller_with_another_certificate(make_controller: Make) -> None:

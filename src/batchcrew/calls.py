@@ -1,0 +1,98 @@
+"""Turning a Python call into a task: check its name, pickle its function and arguments, and
+describe it in a line. Runs in the user's thread and touches no shared state.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batchcrew.protocol import BODY_BYTES_MAX, function_key
+from batchcrew.results import describe_call
+from batchcrew.serialization import dumps_function, dumps_value
+
+NAME_LENGTH_MAX = 1024
+"""The longest task name (names travel in frame headers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PickledFunction:
+    """A function ready to ship: its cache key, its pickle, and the function itself.
+
+    Example:
+        >>> pickle_function(abs).fn is abs
+        True
+    """
+
+    key: str
+    data: bytes
+    fn: Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call of a function, pickled: its name (None: one is made up), text and arguments.
+
+    Example:
+        >>> prepare(pickle_function(pow), (2, 3), {}, None).command
+        'pow(2, 3)'
+    """
+
+    name: str | None
+    command: str
+    arguments: bytes
+
+
+def pickle_function(fn: Callable[..., Any]) -> PickledFunction:
+    """Pickle `fn` once for all its calls; raise `TypeError` if it is not callable or picklable.
+
+    Example:
+        >>> pickle_function(42)
+        Traceback (most recent call last):
+        ...
+        TypeError: fn must be callable, not int
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    try:
+        data = dumps_function(fn)
+    except Exception as error:
+        raise TypeError(f"fn {fn!r} cannot be pickled: {error}") from error
+    return PickledFunction(function_key(data), data, fn)
+
+
+def check_name(name: object) -> None:
+    """Raise `ValueError` unless `name` is a non-empty string of at most `NAME_LENGTH_MAX`.
+
+    Example:
+        >>> check_name("")
+        Traceback (most recent call last):
+        ...
+        ValueError: a task name must be a non-empty string of at most 1024 characters, not ''
+    """
+    if not isinstance(name, str) or not name or len(name) > NAME_LENGTH_MAX:
+        raise ValueError(
+            f"a task name must be a non-empty string of at most {NAME_LENGTH_MAX} "
+            f"characters, not {reprlib.repr(name)}"
+        )
+
+
+def prepare(
+    function: PickledFunction, args: Sequence[Any], kwargs: Mapping[str, Any], name: str | None
+) -> Call:
+    """Check the name and pickle the arguments of one call of `function`."""
+    if name is not None:
+        check_name(name)
+    command = describe_call(function.fn, args, kwargs)
+    try:
+        packed = dumps_value((tuple(args), dict(kwargs)))
+    except Exception as error:
+        raise TypeError(f"the arguments of {command} cannot be pickled: {error}") from error
+    if len(function.data) + len(packed) > BODY_BYTES_MAX:
+        raise ValueError(
+            f"{command} pickles to {len(function.data) + len(packed):,} bytes, over the "
+            f"{BODY_BYTES_MAX:,}-byte limit of a task; pass a path instead"
+        )
+    return Call(name, command, packed)
