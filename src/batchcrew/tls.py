@@ -12,7 +12,7 @@ import hmac
 import os
 import ssl
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -30,8 +30,17 @@ class TLS:
     """
 
     certificate_pem: bytes
-    key_pem: bytes
-    password: str | None = None
+    key_pem: bytes = field(repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        """Shows what identifies the certificate, never the key or its password.
+
+        Example:
+            >>> "PRIVATE" in repr(TLS.automatic())
+            False
+        """
+        return f"TLS(fingerprint={self.fingerprint()!r})"
 
     @classmethod
     def automatic(cls) -> TLS:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import textwrap
@@ -20,6 +18,7 @@ from batchcrew import protocol
 from batchcrew.protocol import Kind, versions
 from tests.integration import tasks
 from tests.support.launchers import RecordingLauncher
+from tests.support.peers import dial, hello, read_frame
 from tests.support.polling import wait_until
 from tests.support.processes import process_alive
 
@@ -35,52 +34,12 @@ def recorded(make_controller: Make) -> Iterator[tuple[bc.Controller, bc.LaunchRe
     yield crew, request
 
 
-def _dial(crew: bc.Controller, tls: bool = True) -> socket.socket:
-    raw = socket.create_connection(("127.0.0.1", crew.port), timeout=10)
-    if not tls:
-        return raw
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context.wrap_socket(raw)
-
-
-def _read_frame(connection: socket.socket) -> protocol.Frame | None:
-    def exactly(size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = connection.recv(size - len(data))
-            if not chunk:
-                return b""
-            data += chunk
-        return data
-
-    prefix = exactly(protocol.PREFIX.size)
-    if not prefix:
-        return None
-    kind, header_length, body_length = protocol.parse_prefix(prefix, protocol.BODY_BYTES_MAX)
-    header = protocol.decode_header(exactly(header_length))
-    return protocol.Frame(kind, header, exactly(body_length) if body_length else b"")
-
-
-def _hello(request: bc.LaunchRequest, **changes: Any) -> bytes:
-    header = {
-        "token": request.environment["BATCHCREW_TOKEN"],
-        "launch": request.launch,
-        "index": 0,
-        "pid": os.getpid(),
-        **versions(),
-    }
-    header.update(changes)
-    return protocol.encode(Kind.HELLO, header)
-
-
 def _still_serving(crew: bc.Controller) -> None:
-    with _dial(crew) as connection:
-        connection.sendall(_hello(_request_of(crew)))
-        frame = _read_frame(connection)
+    with dial(crew) as connection:
+        connection.sendall(hello(_request_of(crew)))
+        frame = read_frame(connection)
         assert frame is not None and frame.kind is Kind.WELCOME
-        task = _read_frame(connection)
+        task = read_frame(connection)
         assert task is not None and task.kind is Kind.TASK and task.header["name"] == "four"
 
 
@@ -94,9 +53,9 @@ def test_wrong_token_is_refused(
     recorded: tuple[bc.Controller, bc.LaunchRequest], caplog: pytest.LogCaptureFixture
 ) -> None:
     crew, request = recorded
-    with caplog.at_level(logging.WARNING, logger="batchcrew.server"), _dial(crew) as connection:
-        connection.sendall(_hello(request, token="not-the-token"))
-        frame = _read_frame(connection)
+    with caplog.at_level(logging.WARNING, logger="batchcrew.server"), dial(crew) as connection:
+        connection.sendall(hello(request, token="not-the-token"))
+        frame = read_frame(connection)
     assert frame is not None and frame.kind is Kind.REFUSE
     assert frame.header["reason"] == "authentication failed"
     assert "wrong token" in caplog.text
@@ -106,8 +65,8 @@ def test_wrong_token_is_refused(
 
 def test_plaintext_client_is_refused(recorded: tuple[bc.Controller, bc.LaunchRequest]) -> None:
     crew, request = recorded
-    with _dial(crew, tls=False) as connection:
-        connection.sendall(_hello(request))
+    with dial(crew, tls=False) as connection:
+        connection.sendall(hello(request))
         assert connection.recv(100) in (b"", b"\x15\x03\x01\x00\x02\x02\x16")  # EOF or TLS alert
     wait_until(lambda: crew.connections_refused.refused >= 1)
     _still_serving(crew)
@@ -115,9 +74,9 @@ def test_plaintext_client_is_refused(recorded: tuple[bc.Controller, bc.LaunchReq
 
 def test_garbage_after_tls_is_refused(recorded: tuple[bc.Controller, bc.LaunchRequest]) -> None:
     crew, _ = recorded
-    with _dial(crew) as connection:
+    with dial(crew) as connection:
         connection.sendall(b"\xff" * 64)
-        assert _read_frame(connection) is None
+        assert read_frame(connection) is None
     wait_until(lambda: crew.connections_refused.protocol_errors == 1)
     _still_serving(crew)
 
@@ -126,9 +85,9 @@ def test_oversize_frame_is_refused_before_its_body(
     recorded: tuple[bc.Controller, bc.LaunchRequest],
 ) -> None:
     crew, _ = recorded
-    with _dial(crew) as connection:
+    with dial(crew) as connection:
         connection.sendall(protocol.PREFIX.pack(Kind.HELLO, 10, 1 << 30))
-        assert _read_frame(connection) is None
+        assert read_frame(connection) is None
     wait_until(lambda: crew.connections_refused.protocol_errors == 1)
     assert "over the 0 limit" in crew.connections_refused.reasons[-1]
     _still_serving(crew)
@@ -146,9 +105,9 @@ def test_version_mismatch_names_both_sides(
     recorded: tuple[bc.Controller, bc.LaunchRequest], field: str, theirs: str, label: str
 ) -> None:
     crew, request = recorded
-    with _dial(crew) as connection:
-        connection.sendall(_hello(request, **{field: theirs}))
-        frame = _read_frame(connection)
+    with dial(crew) as connection:
+        connection.sendall(hello(request, **{field: theirs}))
+        frame = read_frame(connection)
     assert frame is not None and frame.kind is Kind.REFUSE
     ours = versions()[field]
     assert frame.header["reason"] == f"worker runs {label} {theirs}, controller {ours}"
@@ -212,9 +171,9 @@ def test_each_bad_connection_is_counted_once(
 ) -> None:
     crew, _ = recorded
     for _ in range(5):
-        with _dial(crew) as connection:
+        with dial(crew) as connection:
             connection.sendall(b"\xff" * 64)
-            assert _read_frame(connection) is None
+            assert read_frame(connection) is None
     wait_until(lambda: crew.connections_refused.protocol_errors >= 5)
     _still_serving(crew)
     assert crew.connections_refused.protocol_errors == 5
@@ -232,9 +191,9 @@ def test_malformed_hello_is_refused_and_counted(
     recorded: tuple[bc.Controller, bc.LaunchRequest], hello: bytes
 ) -> None:
     crew, _ = recorded
-    with _dial(crew) as connection:
+    with dial(crew) as connection:
         connection.sendall(hello)
-        frame = _read_frame(connection)
+        frame = read_frame(connection)
     assert frame is None or frame.kind is Kind.REFUSE
     wait_until(lambda: crew.connections_refused.refused == 1)
     _still_serving(crew)

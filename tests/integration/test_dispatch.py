@@ -1,0 +1,193 @@
+"""The controller's loop side with a real server: launches and their ends, bounded records,
+verdicts on lost workers, and where results are unpickled."""
+
+from __future__ import annotations
+
+import operator
+import threading
+from collections.abc import Callable
+
+import pytest
+
+import batchcrew as bc
+from batchcrew import protocol
+from batchcrew.launchers.base import LaunchHandle, WorkerStatus
+from batchcrew.messages import Outcome
+from batchcrew.protocol import Kind
+from batchcrew.scheduler import HISTORY_KEPT
+from tests.integration import tasks
+from tests.support.launchers import RecordingLauncher
+from tests.support.light_workers import ThreadLauncher
+from tests.support.peers import dial, hello, read_frame
+from tests.support.polling import wait_until
+
+Make = Callable[..., bc.Controller]
+
+
+def test_records_stay_bounded_with_a_worker_per_task(make_controller: Make) -> None:
+    crew = make_controller(
+        ThreadLauncher(), workers=20, tasks_max=1, seconds_interval=0.02, seconds_idle=30
+    )
+    results = crew.map(operator.neg, range(5000))
+    assert results.values() == [-x for x in range(5000)]
+    dispatcher = crew._dispatcher
+    assert dispatcher is not None
+    scheduler, launches, server = dispatcher.scheduler, dispatcher.launches, dispatcher.server
+    wait_until(lambda: not scheduler.workers and not launches.records, seconds=30)
+    assert len(scheduler.history) <= HISTORY_KEPT
+    assert scheduler.earlier.workers + len(scheduler.history) == 5000
+    assert not scheduler.tasks and not scheduler.awaiting
+    wait_until(lambda: server.connections == 0)
+    summary = crew.summary()
+    assert len(summary) == HISTORY_KEPT + 1  # the rest are added up in one row
+    assert int(summary["tasks"].sum()) == 5000
+
+
+def test_expiry_records_the_launchers_word_and_the_kill_is_no_new_failure(
+    make_controller: Make,
+) -> None:
+    launcher = RecordingLauncher()
+    crew = make_controller(launcher, workers=1, seconds_launch=0.5)
+    task = crew.push(tasks.square, 2)
+    first = wait_until(lambda: launcher.requests and launcher.requests[0])
+    launcher.statuses[(first.launch, 0)] = WorkerStatus(
+        "queued", "RUNNABLE: no instance type has enough memory"
+    )
+    wait_until(lambda: launcher.terminated)
+    assert launcher.terminated[0] == (first.launch, [0])
+    errors = [error for error in launcher.errors() if error.job == f"job-{first.launch}"]
+    assert len(errors) == 1
+    assert "not connected within seconds_launch=0.5" in errors[0].message
+    assert "RUNNABLE: no instance type has enough memory" in errors[0].message
+    # The job then ends because it was terminated: that is not reported as a failure again.
+    launcher.statuses[(first.launch, 0)] = WorkerStatus("ended", "terminated", 143)
+    wait_until(lambda: len(launcher.requests) >= 2)  # replaced while demand remains
+    assert not any("ended before connecting" in error.message for error in launcher.errors())
+    task.cancel()
+
+
+class SlowLauncher(RecordingLauncher):
+    """A launcher whose first submission returns only when the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def launch(self, request: bc.LaunchRequest) -> LaunchHandle:
+        if not self.requests:
+            self.release.wait(30)
+        return super().launch(request)
+
+
+def test_a_late_submission_is_terminated_as_soon_as_it_returns(make_controller: Make) -> None:
+    launcher = SlowLauncher()
+    crew = make_controller(launcher, workers=1, seconds_launch=0.3)
+    task = crew.push(tasks.square, 2)
+    wait_until(lambda: any("not connected within" in error.message for error in launcher.errors()))
+    assert not launcher.terminated
+    launcher.release.set()
+    wait_until(lambda: launcher.terminated, seconds=5)
+    assert launcher.terminated[0] == (launcher.requests[0].launch, None)
+    task.cancel()
+
+
+def test_workers_that_never_start_resolve_the_queue_with_the_launchers_reason(
+    make_controller: Make,
+) -> None:
+    class Failing(RecordingLauncher):
+        def launch(self, request: bc.LaunchRequest) -> LaunchHandle:
+            for index in range(request.count):
+                self.statuses[(request.launch, index)] = WorkerStatus(
+                    "ended", "CannotPullContainerError: pull access denied", 1
+                )
+            return super().launch(request)
+
+    crew = make_controller(Failing(), workers=2, seconds_interval=0.05)
+    with pytest.raises(bc.TaskError) as raised:
+        crew.map(tasks.square, range(5))
+    results = raised.value.results
+    assert [result.status for result in results] == ["error"] * 5
+    assert "CannotPullContainerError: pull access denied" in (results[0].error or "")
+    assert "3 launches in a row failed" in (results[0].error or "")
+
+
+def test_a_synchronous_launcher_raises_its_error_at_once(make_controller: Make) -> None:
+    class Broken(RecordingLauncher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.processes = None
+
+        def launch(self, request: bc.LaunchRequest) -> LaunchHandle:
+            raise bc.LaunchError("no such job queue: q1")
+
+    crew = make_controller(Broken(), workers=1)
+    with pytest.raises(bc.LaunchError, match="no such job queue: q1"):
+        crew.map(tasks.square, [1])
+
+
+def test_a_worker_killed_for_memory_sends_its_task_one_level_up(make_controller: Make) -> None:
+    launcher = RecordingLauncher(levels=2)
+    crew = make_controller(launcher, workers=1)
+    task = crew.push(tasks.square, 3)
+    request = wait_until(lambda: launcher.requests and launcher.requests[0])
+    assert request.level == 0
+    with dial(crew) as connection:
+        connection.sendall(hello(request))
+        assert (welcome := read_frame(connection)) is not None and welcome.kind is Kind.WELCOME
+        assert (sent := read_frame(connection)) is not None and sent.kind is Kind.TASK
+        launcher.statuses[(request.launch, 0)] = WorkerStatus(
+            "ended", "OutOfMemoryError: Container killed due to memory usage", 137, "memory"
+        )
+    retry = wait_until(lambda: len(launcher.requests) >= 2 and launcher.requests[1])
+    assert retry.level == 1
+    with dial(crew) as connection:
+        connection.sendall(hello(retry))
+        read_frame(connection)
+        sent = read_frame(connection)
+        assert sent is not None and sent.header["name"] == task.name
+        body = protocol.result_frame(task.name, Outcome("success", b"\x80\x05K\t."))
+        connection.sendall(body)
+        result = task.result(timeout=10)
+    assert result.value == 9 and result.attempts == 2
+    assert result.worker == f"job-{retry.launch}"
+
+
+class _Recorder:
+    """Unpickling it records which thread did it."""
+
+    threads: list[str] = []
+
+    def __reduce__(self) -> tuple[Callable[[], _Recorder], tuple[()]]:
+        return (_loaded_in_thread, ())
+
+
+def _loaded_in_thread() -> _Recorder:
+    _Recorder.threads.append(threading.current_thread().name)
+    return _Recorder()
+
+
+def test_results_are_unpickled_by_the_thread_that_takes_them(make_controller: Make) -> None:
+    crew = make_controller(workers=1)
+    _Recorder.threads.clear()
+    value = crew.push(_Recorder).result(timeout=30).value
+    assert isinstance(value, _Recorder)
+    with crew.executor() as pool:
+        assert isinstance(pool.submit(_Recorder).result(timeout=30), _Recorder)
+    assert _Recorder.threads == [threading.current_thread().name] * 2
+
+
+def test_settings_cannot_change_behind_the_controllers_back() -> None:
+    crew = bc.Controller(workers=2)
+    with pytest.raises(AttributeError):
+        crew.workers = 8  # type: ignore[misc]
+    assert crew.workers == crew.settings.workers == 2
+
+
+def test_poll_asks_about_many_launches_in_one_call(make_controller: Make) -> None:
+    launcher = RecordingLauncher()
+    crew = make_controller(launcher, workers=3, seconds_interval=0.05, seconds_launch=60)
+    for count in (1, 2, 3):
+        crew.push(tasks.square, count)
+        wait_until(lambda count=count: len(launcher.requests) == count)
+    wait_until(lambda: any(len(poll) == 3 for poll in launcher.polls))
+    crew.cancel()
