@@ -38,6 +38,11 @@ class Policy:
     seconds_interval: float
     launch_size_max: int | None = None
 
+    def __post_init__(self) -> None:
+        size = self.launch_size_max
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"launch_size_max must be an integer >= 1 or None, not {size!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class Counts:

@@ -116,14 +116,16 @@ class Dispatcher:
         """A worker said HELLO: check its token and versions, then let the scheduler in on it."""
         launch = str(hello.get("launch", ""))
         index = hello.get("index")
-        admission = self.launches.admit(launch, index, str(hello.get("token", "")))
-        assert isinstance(index, int)
         mismatch = self._version_mismatch(hello)
-        if mismatch:
-            # The launch is ours but cannot serve: stop waiting for it and say why.
-            self.launches.refuse(launch, index)
-            self.launcher.record_error("connect", f"worker refused: {mismatch}", admission.label)
-            raise ConnectionRefused(mismatch)
+        try:
+            admission = self.launches.admit(launch, index, str(hello.get("token", "")), mismatch)
+        except ConnectionRefused as refusal:
+            if mismatch is not None and str(refusal) == mismatch:
+                # Ours, with the right token, but it cannot serve: say why, where users look.
+                label = self.launches.label(launch, index if isinstance(index, int) else 0)
+                self._launch_failed(f"worker refused: {mismatch}", "connect", label)
+            raise
+        assert isinstance(index, int)
         worker = f"{launch}-{index}"
         pid = hello.get("pid")
         actions = self.scheduler.worker_connected(

@@ -7,10 +7,8 @@ plain `ValueError`/`TypeError` so they read as what they are.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from batchcrew.results import Result
+from batchcrew.results import Result, Results
 
 
 class BatchcrewError(Exception):
@@ -26,17 +24,18 @@ class BatchcrewError(Exception):
 
 
 class TaskError(BatchcrewError):
-    """One or more tasks of a `map` did not succeed; `.results` holds every result.
+    """One or more tasks did not succeed; `.results` holds every result (`Results`, so
+    `.failed()`, `.values()` and `.to_frame()` work on them).
 
     Example:
-        >>> error = TaskError("1 of 3 tasks failed", [])
-        >>> error.results
-        []
+        >>> error = TaskError("1 of 1 tasks failed", [Result("a", "f()", "error")])
+        >>> len(error.results.failed())
+        1
     """
 
     def __init__(self, message: str, results: Sequence[Result]) -> None:
         super().__init__(message)
-        self.results = list(results)
+        self.results = Results(results)
 
 
 class TerminatedError(BatchcrewError, RuntimeError):

@@ -25,6 +25,10 @@ SECONDS_INVESTIGATION_FIRST = 0.05
 SECONDS_INVESTIGATION_MAX = 60.0
 """How long the launcher is asked about a lost worker before the book stops asking."""
 
+SECONDS_POLL_MAX = 120.0
+"""A poll not answered in this time is given up for lost (a launcher call that hangs): the
+book asks again and expires launches without it."""
+
 
 @dataclass(slots=True, eq=False)
 class LaunchRecord:
@@ -46,6 +50,9 @@ class LaunchRecord:
     done: set[int] = field(default_factory=set)
     written_off: set[int] = field(default_factory=set)
     ever_connected: bool = False
+    seen: set[int] = field(default_factory=set)
+    """Indices that connected at some time."""
+    failure_counted: bool = False
     ended_while_connected: set[int] = field(default_factory=set)
     expiring_since: float | None = None
     expiry_asked: bool = False
@@ -183,7 +190,8 @@ class LaunchBook:
         self.workers_launched = 0
         self.investigating: dict[WorkerKey, tuple[float, float, float]] = {}
         """Lost workers whose end is being asked about: next poll, pause, first asked."""
-        self.polling = False
+        self.polling_since: float | None = None
+        """When the poll under way went out (None: no poll under way)."""
         self.last_poll: float | None = None
 
     # ----- events -----------------------------------------------------------------------
@@ -202,20 +210,40 @@ class LaunchBook:
     def submitted(self, launch: str, handle: LaunchHandle) -> list[Decision]:
         """The launcher has submitted a launch. One written off meanwhile is ended at once."""
         record = self.records.get(launch)
-        if record is None or record.abandoned:
-            self._forget_if_finished(record)
+        if record is None:
             return [Terminate(handle)]
         record.handle = handle
-        return []
+        if not record.abandoned:
+            return []
+        spared = record.connected | record.leaving
+        self._forget_if_finished(record)
+        if not spared:
+            return [Terminate(handle)]
+        return [Terminate(handle, tuple(i for i in range(record.count) if i not in spared))]
 
     def submit_failed(self, launch: str) -> None:
         """The launcher could not submit a launch: no worker of it will come."""
-        record = self.records.pop(launch, None)
-        if record is not None and not record.ever_connected:
+        record = self.records.get(launch)
+        if record is None:
+            return
+        if record.connected or record.leaving:
+            # The submission reached the launcher after all (its answer was lost): keep the
+            # workers that came, expect no more.
+            record.abandoned = True
+            return
+        del self.records[launch]
+        if not record.failure_counted:
+            record.failure_counted = True
             self.failures_in_row += 1
 
-    def admit(self, launch: str, index: object, token: str) -> Admission:
-        """Check a worker's credentials and let it in; raises `ConnectionRefused`."""
+    def admit(
+        self, launch: str, index: object, token: str, refusal: str | None = None
+    ) -> Admission:
+        """Check a worker's credentials and let it in; raises `ConnectionRefused`.
+
+        With `refusal`, a worker with good credentials is refused all the same (it cannot
+        serve: its versions differ) and no longer waited for.
+        """
         record = self.records.get(launch)
         if record is None or not hmac.compare_digest(
             token.encode("utf-8", "surrogatepass"), record.token.encode()
@@ -234,27 +262,26 @@ class LaunchBook:
                 f"worker {index} of launch {launch} was written off: it did not connect "
                 f"within seconds_launch={self.seconds_launch:g}"
             )
-        if index in record.done or index in record.leaving:
+        if index in record.seen:
             raise ConnectionRefused(
                 f"worker {index} of launch {launch} has connected before and has since left; "
                 "its token was for one connection"
             )
+        if index in record.done:
+            raise ConnectionRefused(
+                f"worker {index} of launch {launch} was reported ended before it connected"
+            )
+        if refusal is not None:
+            record.done.add(index)
+            self._launch_ended_if_failed(record)
+            self._forget_if_finished(record)
+            raise ConnectionRefused(refusal)
         record.connected.add(index)
+        record.seen.add(index)
         record.ever_connected = True
         self.failures_in_row = 0
         launch_label = record.handle.external_id if record.handle is not None else record.id
         return Admission(record.level, record.label(index), launch_label)
-
-    def refuse(self, launch: str, index: object) -> None:
-        """A worker that passed the token check cannot serve (e.g. its versions differ): stop
-        waiting for it, and count it as a failure if its launch never had a worker."""
-        record = self.records.get(launch)
-        if record is None or not isinstance(index, int) or index in record.done:
-            return
-        record.connected.discard(index)
-        record.done.add(index)
-        self._launch_ended_if_failed(record)
-        self._forget_if_finished(record)
 
     def left(self, launch: str, index: int) -> None:
         """A connected worker's connection has closed."""
@@ -281,7 +308,7 @@ class LaunchBook:
                 record.abandoned = True
             elif record.expiring_since is None:
                 record.expiring_since = now  # the next poll asks where its workers are
-            elif now - record.expiring_since >= SECONDS_EXPIRY_POLL and not self.polling:
+            elif now - record.expiring_since >= SECONDS_EXPIRY_POLL and not self._polling(now):
                 decisions += self._expire(record, {})  # the launcher could not say
         return decisions
 
@@ -296,8 +323,10 @@ class LaunchBook:
         first), and connected ones too when `connected_too` (cheap for local processes).
         At once: workers of expiring launches and lost workers being investigated.
         """
-        if self.polling:
+        if self._polling(now):
             return {}
+        for key in [key for key in self.investigating if key[0] not in self.records]:
+            del self.investigating[key]  # its launch is gone: there is no one to ask
         urgent = any(
             record.expiring_since is not None and record.handle is not None
             for record in self.records.values()
@@ -320,14 +349,14 @@ class LaunchBook:
         if regular:
             self.last_poll = now
         if targets:
-            self.polling = True
+            self.polling_since = now
         return targets
 
     def polled(
         self, statuses: Mapping[WorkerKey, WorkerStatus] | None, now: float
     ) -> list[Decision]:
         """The launcher answered a poll (None: the poll failed)."""
-        self.polling = False
+        self.polling_since = None
         decisions: list[Decision] = []
         found = statuses or {}
         for key, status in found.items():
@@ -344,6 +373,10 @@ class LaunchBook:
         return decisions
 
     # ----- queries ----------------------------------------------------------------------
+
+    def _polling(self, now: float) -> bool:
+        since = self.polling_since
+        return since is not None and now - since < SECONDS_POLL_MAX
 
     def pending(self) -> int:
         """Workers launched and still expected to connect.
@@ -424,8 +457,10 @@ class LaunchBook:
         return decisions
 
     def _launch_ended_if_failed(self, record: LaunchRecord) -> None:
-        if not record.ever_connected and len(record.done) == record.count:
-            self.failures_in_row += 1
+        if record.ever_connected or record.failure_counted or len(record.done) < record.count:
+            return
+        record.failure_counted = True
+        self.failures_in_row += 1
 
     def _forget_if_finished(self, record: LaunchRecord | None) -> None:
         if record is None or record.connected or record.leaving or record.waiting:

@@ -6,6 +6,7 @@ Pure values: no I/O, no pandas until a user asks for a table.
 from __future__ import annotations
 
 import reprlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -16,12 +17,17 @@ if TYPE_CHECKING:
     import pandas
 
 _COMMAND_LENGTH = 80
+RESULTS_SHOWN = 3
+"""Results a `Results` repr shows (the rest are counted)."""
 _argument_repr = reprlib.Repr()
 _argument_repr.maxstring = 24
 _argument_repr.maxother = 24
 _argument_repr.maxlist = 4
 _argument_repr.maxtuple = 4
 _argument_repr.maxdict = 3
+_field_repr = reprlib.Repr()
+_field_repr.maxstring = 80
+_field_repr.maxother = 80
 
 
 def describe_call(fn: Callable[..., Any], args: Iterable[Any], kwargs: Mapping[str, Any]) -> str:
@@ -70,6 +76,23 @@ class Result:
     launch: str | None = None
     exception: BaseException | None = None
 
+    def __repr__(self) -> str:
+        """The fields that tell what happened, in one line (all fields: `dataclasses.asdict`).
+
+        Example:
+            >>> Result("fit-3", "fit(3)", "success", value=9, seconds=1.23456, attempts=1)
+            Result(name='fit-3', status='success', value=9, seconds=1.23, attempts=1)
+        """
+        parts = [f"name={self.name!r}", f"status={self.status!r}"]
+        if self.ok:
+            parts.append(f"value={_field_repr.repr(self.value)}")
+        else:
+            parts.append(f"error={_field_repr.repr(self.error)}")
+        parts += [f"seconds={self.seconds:.3g}", f"attempts={self.attempts}"]
+        if self.worker is not None:
+            parts.append(f"worker={self.worker!r}")
+        return f"Result({', '.join(parts)})"
+
     @property
     def ok(self) -> bool:
         """True when the task succeeded.
@@ -89,6 +112,21 @@ class Results(list[Result]):
         >>> results.values()
         [1]
     """
+
+    def __repr__(self) -> str:
+        """How many results of each status, and the first few.
+
+        Example:
+            >>> Results([Result(str(i), "f()", "success", value=i) for i in range(5)])
+            Results(5 results: 5 success; Result(name='0', status='success', value=0, ...), ...)
+        """
+        statuses = Counter(result.status for result in self)
+        counts = ", ".join(f"{count} {status}" for status, count in statuses.most_common())
+        shown = [repr(result) for result in self[:RESULTS_SHOWN]]
+        if len(self) > RESULTS_SHOWN:
+            shown.append("...")
+        body = "; ".join(filter(None, [counts, ", ".join(shown)]))
+        return f"Results({len(self)} results{': ' if body else ''}{body})"
 
     def values(self) -> list[Any]:
         """The value of each result, in order (None where a task did not succeed).

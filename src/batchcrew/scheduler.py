@@ -362,10 +362,15 @@ class Scheduler:
 
     def cancel(self, names: Iterable[str] | None, now: float) -> list[Action]:
         """Cancel tasks by name (None: every task held). Unknown names are ignored."""
-        chosen = list(self.tasks) if names is None else [n for n in names if n in self.tasks]
+        chosen = list(self.tasks) if names is None else list(dict.fromkeys(names))
         actions: list[Action] = []
         for name in chosen:
-            task = self.tasks.pop(name)
+            task = self.tasks.pop(name, None)
+            if task is None:
+                continue
+            for worker, (waiting, _) in list(self.awaiting.items()):
+                if waiting is task:
+                    del self.awaiting[worker]
             if task.queued:
                 self._dequeue(task)
             elif task.worker is not None:
@@ -403,7 +408,9 @@ class Scheduler:
             actions += self._retire_if_due(state, now)
         for worker, (_, lost_at) in list(self.awaiting.items()):
             if now - lost_at >= SECONDS_VERDICT:
-                reason = f"worker {worker} was lost; its launcher did not say why"
+                departed = self._find_departed(worker)
+                label = departed.label if departed is not None else worker
+                reason = f"worker {label} was lost; its launcher did not say why"
                 actions += self.worker_ended(worker, None, reason, now)
         return actions
 
@@ -420,7 +427,8 @@ class Scheduler:
                 if state.held:
                     demand[state.held[0].level] += 1
         for task, _ in self.awaiting.values():
-            demand[task.level] += 1
+            if self.tasks.get(task.spec.name) is task:
+                demand[task.level] += 1
         return Load(tuple(demand), tuple(supply), len(self.workers))
 
     def unresolved(self) -> int:

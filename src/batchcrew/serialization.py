@@ -7,6 +7,7 @@ values and importable functions pickle to the same bytes much faster with `pickl
 from __future__ import annotations
 
 import pickle
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -59,8 +60,43 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
             return pickle.dumps(fn, protocol=PICKLE_PROTOCOL)
         except (pickle.PicklingError, AttributeError, TypeError):
             pass  # a lambda, a nested function, a shadowed name: cloudpickle knows how
-    data: bytes = cloudpickle.dumps(fn, protocol=PICKLE_PROTOCOL)
+    shipped: Any = fn
+    if isinstance(fn, types.FunctionType) and not fn.__code__.co_filename.startswith("<"):
+        shipped = _Located(fn)  # tracebacks on the worker name its file, not "<dynamic-code>"
+    data: bytes = cloudpickle.dumps(shipped, protocol=PICKLE_PROTOCOL)
     return data
+
+
+class _Located:
+    """A function shipped by value that keeps the name of the file it was written in."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: types.FunctionType) -> None:
+        self.fn = fn
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[types.FunctionType, str]]:
+        return (located, (self.fn, self.fn.__code__.co_filename))
+
+
+def located(fn: types.FunctionType, filename: str) -> types.FunctionType:
+    """Give a function unpickled by value (and the code nested in it) its file name back.
+
+    Example:
+        >>> def f(): return 1
+        >>> located(f, "analysis.py").__code__.co_filename
+        'analysis.py'
+    """
+    fn.__code__ = _renamed(fn.__code__, filename)
+    return fn
+
+
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(
+        _renamed(const, filename) if isinstance(const, types.CodeType) else const
+        for const in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
 def _registered_by_value(module: str) -> bool:
