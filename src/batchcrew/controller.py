@@ -8,6 +8,8 @@ server. Every method is synchronous and thread-safe.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import logging
 import secrets
 import sys
@@ -445,8 +447,14 @@ class Controller:
         frame: pandas.DataFrame = pandas.DataFrame(rows, columns=SUMMARY_COLUMNS)
         return frame
 
-    def executor(self) -> ControllerExecutor:
+    def executor(
+        self, initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = ()
+    ) -> ControllerExecutor:
         """A `concurrent.futures.Executor` whose tasks run on this controller's workers.
+
+        `initializer(*initargs)` runs once in each worker before the first task of this
+        executor it runs (as with the standard pools); if it raises, that task fails with its
+        exception and the next task of the executor on that worker tries it again.
 
         Example:
             >>> with crew.executor() as pool:
@@ -455,7 +463,14 @@ class Controller:
         """
         from batchcrew.executor import ControllerExecutor
 
-        executor = ControllerExecutor(self)
+        setup = None
+        if initializer is not None:
+            if not callable(initializer):
+                raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
+            if isinstance(initargs, (str, bytes)):
+                raise TypeError("initargs must be a tuple of arguments, not a string")
+            setup = pickle_function(functools.partial(initializer, *initargs))
+        executor = ControllerExecutor(self, setup)
         self._executors.add(executor)
         return executor
 
@@ -475,14 +490,18 @@ class Controller:
     # ----- for the executor -------------------------------------------------------------
 
     def _submit_future(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        setup: PickledFunction | None = None,
     ) -> TaskFuture:
         from batchcrew.executor import TaskFuture
 
         function = pickle_function(fn)
         call = prepare(function, args, kwargs, None)
         future = TaskFuture(self._cancel_soon)
-        entry = self._add(function, [call], None, poppable=False, future=future)[0]
+        entry = self._add(function, [call], None, poppable=False, future=future, setup=setup)[0]
         future.name = entry.name
         return future
 
@@ -560,9 +579,12 @@ class Controller:
         poppable: bool,
         future: TaskFuture | None = None,
         group: TaskGroup | None = None,
+        setup: PickledFunction | None = None,
     ) -> list[TaskEntry]:
         self.start()
-        entries, wake = self._tasks.add(function, calls, seconds_timeout, poppable, future, group)
+        entries, wake = self._tasks.add(
+            function, calls, seconds_timeout, poppable, future, group, setup
+        )
         if wake and self._runtime is not None and self._dispatcher is not None:
             self._runtime.post(self._dispatcher.pushed)  # one wake-up for a burst of pushes
         return entries
@@ -618,6 +640,9 @@ class _ExitHook:
         with self.lock:
             self.controllers.add(controller)
             if not self.registered:
+                # The standard thread pools (which launchers use) register their own exit
+                # callback when their module loads; loaded first, it runs after this one.
+                importlib.import_module("concurrent.futures.thread")
                 with contextlib.suppress(RuntimeError):  # already shutting down
                     threading._register_atexit(self.run)  # type: ignore[attr-defined]
                     self.registered = True

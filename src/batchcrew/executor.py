@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from batchcrew.errors import TaskError
 
 if TYPE_CHECKING:
+    from batchcrew.calls import PickledFunction
     from batchcrew.controller import Controller
     from batchcrew.taskbook import TaskEntry
 
@@ -135,6 +136,13 @@ def _exception_of(entry: TaskEntry) -> BaseException:
         if result.traceback:
             exception.__cause__ = RemoteTraceback(result.traceback)
         return exception
+    body = entry.resolution.outcome.body if entry.resolution is not None else b""
+    if result.status == "error" and result.traceback and not body:
+        return TaskError(
+            f"error: {result.error} (the exception could not be pickled on the worker; its "
+            "traceback is in the result)",
+            [result],
+        )
     return TaskError(f"{result.status}: {result.error}", [result])
 
 
@@ -152,8 +160,9 @@ class ControllerExecutor(concurrent.futures.Executor):
         [1, 2]
     """
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: Controller, setup: PickledFunction | None = None) -> None:
         self._controller = controller
+        self._setup = setup
         self._futures: set[concurrent.futures.Future[Any]] = set()
         self._lock = threading.Lock()
         self._shutdown = False
@@ -167,7 +176,7 @@ class ControllerExecutor(concurrent.futures.Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if self._controller._exiting():
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            future = self._controller._submit_future(fn, args, kwargs)
+            future = self._controller._submit_future(fn, args, kwargs, self._setup)
             self._futures.add(future)
         future.add_done_callback(self._forget)
         return future

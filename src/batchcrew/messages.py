@@ -14,7 +14,8 @@ Status = Literal["success", "error", "crash", "cancel", "timeout"]
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """A task ready to send: its name, its function (cache key and pickle), its pickled
-    arguments, its seed and its timeout.
+    arguments, its seed, its timeout, and the setup its worker must have run first (an
+    executor's initializer: cache key and pickle).
 
     Example:
         >>> TaskSpec("t1", "key", b"fn", b"args", seed=7).name
@@ -27,6 +28,8 @@ class TaskSpec:
     arguments: bytes
     seed: int
     seconds_timeout: float | None = None
+    setup: str | None = None
+    setup_data: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,8 +79,9 @@ def encode(kind: Kind, header: dict[str, Any], body: bytes = b"") -> bytes:
     return PREFIX.pack(kind, len(header_bytes), len(body)) + header_bytes + body
 
 
-def task_frame(spec: TaskSpec, with_function: bool) -> bytes:
-    """A TASK frame; the function's pickle travels only when the worker does not hold it.
+def task_frame(spec: TaskSpec, with_function: bool, with_setup: bool = False) -> bytes:
+    """A TASK frame; the pickles of the function and of the setup travel only when the worker
+    does not hold them (body: setup, function, arguments).
 
     Example:
         >>> frame = FrameParser(BODY_BYTES_MAX).feed(
@@ -91,10 +92,17 @@ def task_frame(spec: TaskSpec, with_function: bool) -> bytes:
     header: dict[str, Any] = {"name": spec.name, "function": spec.function, "seed": spec.seed}
     if spec.seconds_timeout is not None:
         header["seconds_timeout"] = spec.seconds_timeout
-    if not with_function:
-        return encode(Kind.TASK, header, spec.arguments)
-    header["function_size"] = len(spec.function_data)
-    return encode(Kind.TASK, header, spec.function_data + spec.arguments)
+    parts = []
+    if spec.setup is not None:
+        header["setup"] = spec.setup
+        if with_setup:
+            header["setup_size"] = len(spec.setup_data)
+            parts.append(spec.setup_data)
+    if with_function:
+        header["function_size"] = len(spec.function_data)
+        parts.append(spec.function_data)
+    parts.append(spec.arguments)
+    return encode(Kind.TASK, header, b"".join(parts) if len(parts) > 1 else spec.arguments)
 
 
 def result_frame(name: str, outcome: Outcome) -> bytes:

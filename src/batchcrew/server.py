@@ -174,8 +174,11 @@ class Server:
             if isinstance(action, SendTask):
                 peer = self._peers.get(action.worker)
                 if peer is not None:
-                    first_time = not peer.functions.seen(action.task.function)
-                    peer.write(protocol.task_frame(action.task, with_function=first_time))
+                    task = action.task
+                    # The worker keeps a cache like this one, updated in the same order.
+                    new_setup = task.setup is not None and not peer.functions.seen(task.setup)
+                    new_function = not peer.functions.seen(task.function)
+                    peer.write(protocol.task_frame(task, new_function, new_setup))
             elif isinstance(action, SendExit):
                 self.send(action.worker, protocol.encode(Kind.EXIT, {"reason": action.reason}))
             elif isinstance(action, SendCancel):

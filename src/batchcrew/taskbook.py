@@ -169,6 +169,7 @@ class TaskBook:
         poppable: bool,
         future: TaskFuture | None = None,
         group: TaskGroup | None = None,
+        setup: PickledFunction | None = None,
     ) -> tuple[list[TaskEntry], bool]:
         """Hold prepared calls as tasks, all or none; True when the loop must be woken to
         take the inbox (one wake-up serves a whole burst of pushes)."""
@@ -190,7 +191,14 @@ class TaskBook:
                 entries.append(entry)
                 self._inbox.append(
                     TaskSpec(
-                        name, function.key, function.data, call.arguments, seed, seconds_timeout
+                        name,
+                        function.key,
+                        function.data,
+                        call.arguments,
+                        seed,
+                        seconds_timeout,
+                        None if setup is None else setup.key,
+                        b"" if setup is None else setup.data,
                     )
                 )
             self.unresolved += len(entries)

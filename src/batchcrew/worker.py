@@ -207,6 +207,7 @@ class _Runner:
         self.running = running
         self.channel = channel
         self.functions: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self.setups_run: set[str] = set()
         self.numpy: types.ModuleType | None = None
         self.numpy_checked = False
 
@@ -228,10 +229,12 @@ class _Runner:
         if self.numpy is not None:
             self.numpy.random.seed(numpy_seed(seed))
 
-    def run(self, header: dict[str, Any], function_data: bytes, arguments: bytes) -> bytes:
+    def run(
+        self, header: dict[str, Any], function_data: bytes, arguments: bytes, setup_data: bytes
+    ) -> bytes:
         name = str(header["name"])
         try:
-            outcome = self._run(name, header, function_data, arguments)
+            outcome = self._run(name, header, function_data, arguments, setup_data)
         except _Interrupted:  # a stop that came as the task ended: the outcome stands
             outcome = Outcome("cancel", error="cancelled")
         except Exception as exception:  # noqa: BLE001 (whatever goes wrong, the worker answers)
@@ -241,7 +244,12 @@ class _Runner:
         return protocol.result_frame(name, outcome)
 
     def _run(
-        self, name: str, header: dict[str, Any], function_data: bytes, arguments: bytes
+        self,
+        name: str,
+        header: dict[str, Any],
+        function_data: bytes,
+        arguments: bytes,
+        setup_data: bytes,
     ) -> Outcome:
         timeout = header.get("seconds_timeout")
         running = self.running
@@ -260,6 +268,10 @@ class _Runner:
                     raise _Interrupted()
                 fn = self.function(str(header["function"]), function_data)
                 args, kwargs = pickle.loads(arguments)
+                setup = header.get("setup")
+                if setup is not None and setup not in self.setups_run:
+                    self.function(str(setup), setup_data)()  # once per worker, before its task
+                    self.setups_run.add(str(setup))
                 self.seed(int(header["seed"]))
                 if timeout is not None:
                     signal.setitimer(signal.ITIMER_REAL, float(timeout))
@@ -435,12 +447,19 @@ def serve(channel: Channel, settings: WorkerSettings) -> None:
             watchdog.heard()
             continue
         if frame.kind is Kind.TASK:
-            header = frame.header
+            header, body = frame.header, frame.body
+            start = 0
+            setup_data = b""
+            setup = header.get("setup")
+            if setup is not None:  # the same cache updates, in the same order, as the server's
+                start = int(header.get("setup_size", 0))
+                functions.seen(str(setup), body[:start])
+                setup_data = functions.get(str(setup))
             size = int(header.get("function_size", 0))
             key = str(header["function"])
-            functions.seen(key, frame.body[:size])
+            functions.seen(key, body[start : start + size])
             watchdog.arm()
-            result = runner.run(header, functions.get(key), frame.body[size:])
+            result = runner.run(header, functions.get(key), body[start + size :], setup_data)
             watchdog.disarm()
             channel.send(result)
         elif frame.kind is Kind.CANCEL:

@@ -83,3 +83,40 @@ def draws() -> tuple[float, float]:
     import numpy
 
     return random.random(), float(numpy.random.random())
+
+
+class _HoldsALock(Exception):
+    def __init__(self) -> None:
+        super().__init__("holds a lock")
+        import threading
+
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable() -> None:
+    raise _HoldsALock()
+
+
+def _load_only_on_a_worker(message: str) -> Exception:
+    if "BATCHCREW_LAUNCH" not in os.environ:
+        raise RuntimeError("this exception loads only on a worker")
+    return ValueError(message)
+
+
+class _WorkerOnly(Exception):
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (_load_only_on_a_worker, (str(self),))
+
+
+def raise_only_the_worker_can_load() -> None:
+    raise _WorkerOnly("only a worker can load me")
+
+
+def mark_initialized(folder: str) -> None:
+    with open(Path(folder) / str(os.getpid()), "a") as mark:
+        mark.write("x")
+
+
+def initialized_pid(_: object) -> int:
+    time.sleep(0.01)  # long enough for both workers to take some
+    return os.getpid()
