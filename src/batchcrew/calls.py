@@ -5,7 +5,7 @@ describe it in a line. Runs in the user's thread and touches no shared state.
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,3 +96,48 @@ def prepare(
             f"{BODY_BYTES_MAX:,}-byte limit of a task; pass a path instead"
         )
     return Call(name, command, packed)
+
+
+def prepare_map(
+    function: PickledFunction,
+    iterables: Sequence[Iterable[Any]],
+    names: Iterable[str] | None,
+    strict: bool,
+) -> list[Call]:
+    """The calls of `fn` over zipped iterables, every one checked and pickled (all or nothing).
+
+    With `strict`, iterables of different lengths are a `ValueError` naming the lengths.
+
+    Example:
+        >>> power = pickle_function(pow)
+        >>> [call.command for call in prepare_map(power, [[2, 3], [5, 2]], None, True)]
+        ['pow(2, 5)', 'pow(3, 2)']
+        >>> prepare_map(power, [[1, 2, 3], [10, 20]], None, True)
+        Traceback (most recent call last):
+        ...
+        ValueError: the iterables have different lengths (3, 2); make them equal, or pass ...
+    """
+    if not iterables:
+        raise ValueError("give at least one iterable of arguments")
+    lists = [list(iterable) for iterable in iterables]
+    if strict and len({len(items) for items in lists}) > 1:
+        shown = ", ".join(str(len(items)) for items in lists)
+        raise ValueError(
+            f"the iterables have different lengths ({shown}); make them equal, or pass "
+            "strict=False to stop at the shortest"
+        )
+    arguments = list(zip(*lists, strict=False))
+    chosen: list[str | None] = [None] * len(arguments)
+    if names is not None:
+        if isinstance(names, str):
+            raise TypeError("names must be an iterable of task names, not one string")
+        chosen = list(names)
+        if len(chosen) != len(arguments):
+            raise ValueError(
+                f"names has {len(chosen)} elements but there are {len(arguments)} tasks"
+            )
+        for name in chosen:
+            check_name(name)
+        if len(set(chosen)) != len(chosen):
+            raise ValueError("names must be unique")
+    return [prepare(function, args, {}, name) for args, name in zip(arguments, chosen, strict=True)]

@@ -164,6 +164,57 @@ class Admission:
     launch_label: str
 
 
+class Investigations:
+    """Lost workers whose end the launcher is asked about: when to ask next, how long to wait
+    after that (doubling), and when asking began (it stops after `SECONDS_INVESTIGATION_MAX`).
+
+    Example:
+        >>> asked = Investigations()
+        >>> asked.add(("L", 0), now=1.0)
+        >>> asked.due(1.0), asked.of("L")
+        (True, {0})
+    """
+
+    def __init__(self) -> None:
+        self.asked: dict[WorkerKey, tuple[float, float, float]] = {}
+
+    def __contains__(self, key: WorkerKey) -> bool:
+        return key in self.asked
+
+    def add(self, key: WorkerKey, now: float) -> None:
+        """Ask about a worker at the next chance."""
+        self.asked[key] = (now, SECONDS_INVESTIGATION_FIRST, now)
+
+    def drop(self, key: WorkerKey) -> None:
+        """Stop asking about a worker (its end is known)."""
+        self.asked.pop(key, None)
+
+    def due(self, now: float) -> bool:
+        """Whether some worker is to be asked about now."""
+        return any(due <= now for due, _, _ in self.asked.values())
+
+    def of(self, launch: str) -> set[int]:
+        """The workers of a launch being asked about."""
+        return {index for (owner, index) in self.asked if owner == launch}
+
+    def keep_only(self, launches: Mapping[str, object]) -> None:
+        """Forget workers of launches no longer known."""
+        for key in [key for key in self.asked if key[0] not in launches]:
+            del self.asked[key]
+
+    def ask_again(self, now: float) -> set[str]:
+        """After a poll that did not settle them: ask again a little later, or give up on
+        those asked about too long (the launches of those are returned)."""
+        dropped: set[str] = set()
+        for key, (_, pause, first) in list(self.asked.items()):
+            if now - first >= SECONDS_INVESTIGATION_MAX:
+                del self.asked[key]  # the scheduler has long given up waiting
+                dropped.add(key[0])
+            else:
+                self.asked[key] = (now + pause, min(pause * 2, 2.0), first)
+        return dropped
+
+
 class LaunchBook:
     """The launches of one controller, from order to the end of their last worker.
 
@@ -188,8 +239,7 @@ class LaunchBook:
         """Launches in a row that ended without any worker connecting (for back-off)."""
         self.launches = 0
         self.workers_launched = 0
-        self.investigating: dict[WorkerKey, tuple[float, float, float]] = {}
-        """Lost workers whose end is being asked about: next poll, pause, first asked."""
+        self.investigating = Investigations()
         self.polling_since: float | None = None
         """When the poll under way went out (None: no poll under way)."""
         self.last_poll: float | None = None
@@ -294,7 +344,7 @@ class LaunchBook:
 
     def investigate(self, launch: str, index: int, now: float) -> None:
         """Ask the launcher, at the next chance, why a worker lost mid-task ended."""
-        self.investigating[(launch, index)] = (now, SECONDS_INVESTIGATION_FIRST, now)
+        self.investigating.add((launch, index), now)
 
     def tick(self, now: float) -> list[Decision]:
         """Time passes: launches not connected within `seconds_launch` start to expire."""
@@ -325,12 +375,11 @@ class LaunchBook:
         """
         if self._polling(now):
             return {}
-        for key in [key for key in self.investigating if key[0] not in self.records]:
-            del self.investigating[key]  # its launch is gone: there is no one to ask
+        self.investigating.keep_only(self.records)  # a launch gone leaves no one to ask
         urgent = any(
             record.expiring_since is not None and record.handle is not None
             for record in self.records.values()
-        ) or any(due <= now for due, _, _ in self.investigating.values())
+        ) or self.investigating.due(now)
         regular = self.last_poll is None or now - self.last_poll >= seconds_poll
         if not urgent and not regular:
             return {}
@@ -343,7 +392,7 @@ class LaunchBook:
             record.expiry_asked = record.expiry_asked or expiring
             if connected_too and regular:
                 indices |= record.connected | record.leaving
-            indices |= {i for (launch, i) in self.investigating if launch == record.id}
+            indices |= self.investigating.of(record.id)
             if indices:
                 targets[record.handle] = sorted(indices)
         if regular:
@@ -361,12 +410,8 @@ class LaunchBook:
         found = statuses or {}
         for key, status in found.items():
             decisions += self._observe(key, status)
-        for key, (_, pause, first) in list(self.investigating.items()):
-            if now - first >= SECONDS_INVESTIGATION_MAX:
-                del self.investigating[key]  # the scheduler has long given up waiting
-                self._forget_if_finished(self.records.get(key[0]))
-            else:  # not ended yet as far as the launcher knows: ask again a little later
-                self.investigating[key] = (now + pause, min(pause * 2, 2.0), first)
+        for launch in self.investigating.ask_again(now):
+            self._forget_if_finished(self.records.get(launch))
         for record in list(self.records.values()):
             if record.expiry_asked and statuses is not None:
                 decisions += self._expire(record, found)
@@ -411,11 +456,11 @@ class LaunchBook:
         launch, index = key
         record = self.records.get(launch)
         if record is None:
-            self.investigating.pop(key, None)
+            self.investigating.drop(key)
             return []
         decisions: list[Decision] = []
         if key in self.investigating and status.ended:
-            del self.investigating[key]
+            self.investigating.drop(key)
             decisions.append(Verdict(launch, index, record.label(index), record.level, status))
         if not status.ended:
             record.ended_while_connected.discard(index)
@@ -467,6 +512,6 @@ class LaunchBook:
             return
         if record.handle is None and not record.abandoned:
             return  # the submission has not come back yet
-        if any(launch == record.id for launch, _ in self.investigating):
+        if self.investigating.of(record.id):
             return
         self.records.pop(record.id, None)

@@ -6,6 +6,7 @@ terminal); removed when the map ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
 from rich.progress import (
@@ -17,6 +18,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from batchcrew.taskbook import TaskGroup
 
 
 class TaskProgress:
@@ -65,3 +68,22 @@ class TaskProgress:
         trace: TracebackType | None,
     ) -> None:
         self._progress.stop()
+
+
+def wait_for_group(group: TaskGroup, show: bool, check: Callable[[], None]) -> None:
+    """Wait until every task of a `map` has resolved, with a bar when `show`; `check` runs
+    between looks (it raises what should end the wait early).
+
+    Example:
+        >>> group = TaskGroup(); group.add(0)
+        >>> wait_for_group(group, show=False, check=lambda: None)
+    """
+    if not show:
+        while not group.done.wait(timeout=1.0):
+            check()
+        return
+    with TaskProgress(group.size) as bar:
+        while not group.done.wait(timeout=0.2):
+            check()
+            bar.update(group.size - group.remaining, group.failed)
+        bar.update(group.size, group.failed)

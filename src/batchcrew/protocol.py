@@ -10,6 +10,7 @@ import collections
 import enum
 import hashlib
 import json
+import logging
 import platform
 import socket
 import struct
@@ -21,6 +22,8 @@ import cloudpickle
 from batchcrew.errors import ProtocolError
 from batchcrew.messages import Outcome, Status, TaskSpec
 from batchcrew.version import __version__
+
+logger = logging.getLogger("batchcrew.protocol")
 
 PROTOCOL_VERSION = 1
 PREFIX = struct.Struct("!BII")
@@ -250,6 +253,27 @@ class FrameParser:
     def buffered(self) -> int:
         """Bytes received that do not make a whole frame yet."""
         return len(self._buffer)
+
+
+def version_mismatch(hello: dict[str, Any], ours: dict[str, str]) -> str | None:
+    """What makes a worker unable to serve this controller (None: nothing), naming both sides;
+    a different batchcrew version alone is only logged.
+
+    Example:
+        >>> ours = versions()
+        >>> version_mismatch({**ours, "python": "2.7"}, ours)[:27]
+        'worker runs Python 2.7, con'
+    """
+    names = {"protocol": "protocol", "python": "Python", "cloudpickle": "cloudpickle"}
+    for key, label in names.items():
+        theirs = str(hello.get(key))
+        if theirs != ours[key]:
+            return f"worker runs {label} {theirs:.40}, controller {ours[key]}"
+    if hello.get("batchcrew") != ours["batchcrew"]:
+        logger.warning(
+            "worker runs batchcrew %.40s, controller %s", hello.get("batchcrew"), ours["batchcrew"]
+        )
+    return None
 
 
 def versions() -> dict[str, str]:

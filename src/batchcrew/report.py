@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchcrew.scheduler import Scheduler, WorkerState
+from batchcrew.records import WorkerState
+from batchcrew.scheduler import Scheduler
 
 SUMMARY_COLUMNS = [
     "worker",
@@ -34,7 +35,7 @@ def summary_rows(scheduler: Scheduler) -> list[dict[str, Any]]:
         []
     """
     rows: list[dict[str, Any]] = []
-    earlier = scheduler.earlier
+    earlier = scheduler.departures.earlier
     if earlier.workers:
         rows.append(
             {

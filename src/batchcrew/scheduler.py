@@ -7,12 +7,12 @@ not its business (the launch book owns them); it learns only how many workers ar
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from batchcrew.messages import Outcome, TaskSpec
+from batchcrew.records import Departures, LevelQueues, TaskState, WorkerState
 
 PREFETCH = 1
 """Tasks a busy worker may hold beyond the one it runs, so it never waits on the network.
@@ -31,68 +31,7 @@ SECONDS_VERDICT = 30.0
 RECLAIMS_MAX = 10
 """Host or Spot reclaims a task may suffer on top of `crashes_max` (each retried at once)."""
 
-HISTORY_KEPT = 1000
-"""Departed workers kept for `summary()`; older ones are only counted."""
-
 Cause = Literal["memory", "host", "other"]
-
-
-@dataclass(slots=True, eq=False)
-class TaskState:
-    """A task held by the scheduler: queued, on a worker, or waiting for a crash verdict."""
-
-    spec: TaskSpec
-    level: int = 0
-    attempts: int = 0
-    crashes: int = 0
-    reclaims: int = 0
-    worker: str | None = None
-    started_at: float | None = None
-    queued: bool = False
-    last_crash: str | None = None
-
-
-@dataclass(slots=True, eq=False)
-class WorkerState:
-    """A connected (or departed) worker, what it holds and what it did.
-
-    `label` and `launch_label` are how users see it (on AWS: the job ids).
-    """
-
-    id: str
-    launch: str
-    index: int
-    level: int
-    connected_at: float
-    last_seen: float
-    idle_since: float | None
-    label: str = ""
-    launch_label: str = ""
-    host: str = ""
-    pid: int | None = None
-    held: deque[TaskState] = field(default_factory=deque)
-    tasks: int = 0
-    errors: int = 0
-    seconds_busy: float = 0.0
-    retiring: str | None = None
-    exit_sent: bool = False
-    status: Literal["connected", "exited", "crashed"] = "connected"
-
-
-@dataclass(slots=True)
-class Earlier:
-    """Departed workers no longer in the history, added up.
-
-    Example:
-        >>> Earlier().workers
-        0
-    """
-
-    workers: int = 0
-    tasks: int = 0
-    errors: int = 0
-    crashes: int = 0
-    seconds_busy: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,11 +168,9 @@ class Scheduler:
         self.limits = limits
         self.pending = pending
         self.tasks: dict[str, TaskState] = {}
-        self.queues: list[deque[TaskState]] = [deque() for _ in range(limits.levels)]
-        self.queued = [0] * limits.levels
+        self.queues = LevelQueues(limits.levels)
         self.workers: dict[str, WorkerState] = {}
-        self.history: deque[WorkerState] = deque()
-        self.earlier = Earlier()
+        self.departures = Departures()
         self.awaiting: dict[str, tuple[TaskState, float]] = {}
         """Tasks whose worker died under them, by worker, with the time it was lost."""
 
@@ -245,7 +182,7 @@ class Scheduler:
         for spec in specs:
             state = TaskState(spec)
             self.tasks[spec.name] = state
-            self._enqueue(state, front=False)
+            self.queues.put(state, front=False)
         return self._assign_all(now)
 
     def worker_connected(
@@ -289,7 +226,7 @@ class Scheduler:
         if state is None:
             return []
         state.last_seen = now
-        task = self._take_held(state, name)
+        task = state.take(name)
         if task is None:
             return self._after_worker_freed(state, now)
         state.tasks += 1
@@ -301,7 +238,7 @@ class Scheduler:
         actions: list[Action] = []
         if self.tasks.get(name) is task:
             del self.tasks[name]
-            actions.append(self._resolve(task, outcome, state))
+            actions.append(resolution(task, outcome, state))
         actions += self._after_worker_freed(state, now)
         return actions
 
@@ -313,7 +250,7 @@ class Scheduler:
             return []
         actions: list[Action] = []
         state.status = "crashed" if state.held else "exited"
-        self._remember(state)
+        self.departures.add(state)
         if not state.held:
             return self._assign_all(now)
         running, *waiting = state.held
@@ -323,7 +260,7 @@ class Scheduler:
             task.worker = None
             task.started_at = None
             if self.tasks.get(task.spec.name) is task:
-                self._enqueue(task, front=True)
+                self.queues.put(task, front=True)
         if self.tasks.get(running.spec.name) is running:
             running.worker = None
             running.started_at = None
@@ -353,11 +290,11 @@ class Scheduler:
                 message = (
                     f"the worker crashed {task.crashes} time(s) running this task; last: {reason}"
                 )
-                record = self._find_departed(worker)
-                return [self._resolve(task, Outcome("crash", error=message), record)]
+                record = self.departures.find(worker)
+                return [resolution(task, Outcome("crash", error=message), record)]
             if cause in (None, "memory"):
                 task.level = min(task.level + 1, self.limits.levels - 1)
-        self._enqueue(task, front=True)
+        self.queues.put(task, front=True)
         return self._assign_all(now)
 
     def cancel(self, names: Iterable[str] | None, now: float) -> list[Action]:
@@ -372,25 +309,21 @@ class Scheduler:
                 if waiting is task:
                     del self.awaiting[worker]
             if task.queued:
-                self._dequeue(task)
+                self.queues.remove(task)
             elif task.worker is not None:
                 actions.append(SendCancel(task.worker, name))
             holder = self.workers.get(task.worker) if task.worker else None
             if holder is not None and holder.held and holder.held[0] is not task:
                 task.attempts -= 1  # prefetched, never started
-            actions.append(self._resolve(task, Outcome("cancel", error="cancelled"), holder))
+            actions.append(resolution(task, Outcome("cancel", error="cancelled"), holder))
         return actions
 
     def fail_queued(self, reason: str) -> list[Action]:
         """Resolve every queued task with an error: no worker can be started to run it."""
         actions: list[Action] = []
-        for queue in self.queues:
-            while queue:
-                task = queue.popleft()
-                if task.queued:
-                    self._dequeue(task)
-                    del self.tasks[task.spec.name]
-                    actions.append(self._resolve(task, Outcome("error", error=reason), None))
+        for task in self.queues.drain():
+            del self.tasks[task.spec.name]
+            actions.append(resolution(task, Outcome("error", error=reason), None))
         return actions
 
     def tick(self, now: float) -> list[Action]:
@@ -404,11 +337,11 @@ class Scheduler:
                 actions.append(Disconnect(state.id, state.retiring))
                 continue
             if state.held:
-                actions += self._timeout_backstop(state, now)
+                actions += overrun(self.tasks, state, now)
             actions += self._retire_if_due(state, now)
         for worker, (_, lost_at) in list(self.awaiting.items()):
             if now - lost_at >= SECONDS_VERDICT:
-                departed = self._find_departed(worker)
+                departed = self.departures.find(worker)
                 label = departed.label if departed is not None else worker
                 reason = f"worker {label} was lost; its launcher did not say why"
                 actions += self.worker_ended(worker, None, reason, now)
@@ -440,61 +373,21 @@ class Scheduler:
         """
         return len(self.tasks)
 
+    @property
+    def queued(self) -> list[int]:
+        """Queued tasks per level."""
+        return self.queues.counts
+
+    @property
+    def history(self) -> Iterable[WorkerState]:
+        """Departed workers kept whole, oldest first."""
+        return self.departures.history
+
     def departed(self) -> list[WorkerState]:
         """The departed workers still in the history, oldest first."""
-        return list(self.history)
+        return list(self.departures.history)
 
     # ----- internals --------------------------------------------------------------------
-
-    def _remember(self, state: WorkerState) -> None:
-        self.history.append(state)
-        if len(self.history) > HISTORY_KEPT:
-            old = self.history.popleft()
-            earlier = self.earlier
-            earlier.workers += 1
-            earlier.tasks += old.tasks
-            earlier.errors += old.errors
-            earlier.crashes += old.status == "crashed"
-            earlier.seconds_busy += old.seconds_busy
-
-    def _find_departed(self, worker: str) -> WorkerState | None:
-        for state in reversed(self.history):
-            if state.id == worker:
-                return state
-        return None
-
-    def _enqueue(self, task: TaskState, front: bool) -> None:
-        task.queued = True
-        queue = self.queues[task.level]
-        if front:
-            queue.appendleft(task)
-        else:
-            queue.append(task)
-        self.queued[task.level] += 1
-
-    def _dequeue(self, task: TaskState) -> None:
-        # Left in the deque and skipped when reached: removal from the middle would be O(n).
-        task.queued = False
-        self.queued[task.level] -= 1
-
-    def _next_task(self, level: int) -> TaskState | None:
-        for current in range(level, -1, -1):
-            queue = self.queues[current]
-            while queue:
-                task = queue.popleft()
-                if task.queued:
-                    self._dequeue(task)
-                    return task
-        return None
-
-    def _accepts(self, state: WorkerState, depth: int, now: float) -> bool:
-        if state.retiring is not None or len(state.held) > depth:
-            return False
-        wall = self.limits.seconds_wall
-        if wall is not None and (state.held or now - state.connected_at >= wall):
-            return False  # past its wall time, or a prefetched task could outlive it
-        limit = self.limits.tasks_max
-        return limit is None or state.tasks + len(state.held) < limit
 
     def _give(self, state: WorkerState, task: TaskState, now: float) -> SendTask:
         task.worker = state.id
@@ -510,8 +403,8 @@ class Scheduler:
         if not any(self.queued):
             return actions
         for state in self.workers.values():
-            if not state.held and self._accepts(state, 0, now):
-                task = self._next_task(state.level)
+            if not state.held and accepts(self.limits, state, 0, now):
+                task = self.queues.take(state.level)
                 if task is not None:
                     actions.append(self._give(state, task, now))
         for state in self.workers.values():
@@ -521,10 +414,10 @@ class Scheduler:
     def _fill(self, state: WorkerState, now: float) -> list[Action]:
         """Give a worker a task if it is idle, and one more if work is left over."""
         actions: list[Action] = []
-        while any(self.queued) and self._accepts(state, PREFETCH, now):
+        while any(self.queued) and accepts(self.limits, state, PREFETCH, now):
             if state.held and self._surplus() <= 0:
                 break
-            task = self._next_task(state.level)
+            task = self.queues.take(state.level)
             if task is None:
                 break
             actions.append(self._give(state, task, now))
@@ -548,7 +441,7 @@ class Scheduler:
 
     def _retire_if_due(self, state: WorkerState, now: float) -> list[Action]:
         if state.retiring is None:
-            reason = self._retirement_reason(state, now)
+            reason = retirement_reason(self.limits, state, now)
             if reason is None:
                 return []
             state.retiring = reason
@@ -557,47 +450,56 @@ class Scheduler:
         state.exit_sent = True
         return [SendExit(state.id, state.retiring)]
 
-    def _retirement_reason(self, state: WorkerState, now: float) -> str | None:
-        limits = self.limits
-        if limits.tasks_max is not None and state.tasks >= limits.tasks_max:
-            return f"ran tasks_max={limits.tasks_max} tasks"
-        if limits.seconds_wall is not None and now - state.connected_at >= limits.seconds_wall:
-            return f"lived seconds_wall={limits.seconds_wall:g}"
-        if state.idle_since is not None and now - state.idle_since >= limits.seconds_idle:
-            return f"idle for seconds_idle={limits.seconds_idle:g}"
-        return None
 
-    def _timeout_backstop(self, state: WorkerState, now: float) -> list[Action]:
-        task = state.held[0]
-        timeout = task.spec.seconds_timeout
-        if timeout is None or task.started_at is None:
-            return []
-        if now - task.started_at < timeout + SECONDS_TIMEOUT_GRACE:
-            return []
-        actions: list[Action] = []
-        if self.tasks.get(task.spec.name) is task:
-            del self.tasks[task.spec.name]
-            message = f"no answer {timeout + SECONDS_TIMEOUT_GRACE:g} s after the task started"
-            outcome = Outcome("timeout", error=message, seconds=now - task.started_at)
-            actions.append(self._resolve(task, outcome, state))
-        # Still held until the worker is lost: what it prefetched then goes back without a
-        # crash, and a written-off worker takes no more work meanwhile.
-        state.retiring = f"task {task.spec.name} overran its timeout"
-        actions.append(Disconnect(state.id, state.retiring))
-        return actions
+def overrun(tasks: dict[str, TaskState], state: WorkerState, now: float) -> list[Action]:
+    """The timeout backstop: a task stuck past its timeout (in code no signal interrupts) is
+    resolved as `timeout` and its worker written off."""
+    task = state.held[0]
+    timeout = task.spec.seconds_timeout
+    if timeout is None or task.started_at is None:
+        return []
+    if now - task.started_at < timeout + SECONDS_TIMEOUT_GRACE:
+        return []
+    actions: list[Action] = []
+    if tasks.get(task.spec.name) is task:
+        del tasks[task.spec.name]
+        message = f"no answer {timeout + SECONDS_TIMEOUT_GRACE:g} s after the task started"
+        outcome = Outcome("timeout", error=message, seconds=now - task.started_at)
+        actions.append(resolution(task, outcome, state))
+    # Still held until the worker is lost: what it prefetched then goes back without a
+    # crash, and a written-off worker takes no more work meanwhile.
+    state.retiring = f"task {task.spec.name} overran its timeout"
+    actions.append(Disconnect(state.id, state.retiring))
+    return actions
 
-    def _take_held(self, state: WorkerState, name: str) -> TaskState | None:
-        for position, task in enumerate(state.held):
-            if task.spec.name == name:
-                del state.held[position]
-                return task
-        return None
 
-    def _resolve(self, task: TaskState, outcome: Outcome, worker: WorkerState | None) -> Resolve:
-        return Resolve(
-            task.spec.name,
-            outcome,
-            attempts=task.attempts,
-            worker=worker.label if worker else None,
-            launch=worker.launch_label if worker else None,
-        )
+def accepts(limits: Limits, state: WorkerState, depth: int, now: float) -> bool:
+    """Whether a worker holding `depth` tasks or fewer may take one more."""
+    if state.retiring is not None or len(state.held) > depth:
+        return False
+    wall = limits.seconds_wall
+    if wall is not None and (state.held or now - state.connected_at >= wall):
+        return False  # past its wall time, or a prefetched task could outlive it
+    return limits.tasks_max is None or state.tasks + len(state.held) < limits.tasks_max
+
+
+def retirement_reason(limits: Limits, state: WorkerState, now: float) -> str | None:
+    """Why a worker should leave now (None: it stays)."""
+    if limits.tasks_max is not None and state.tasks >= limits.tasks_max:
+        return f"ran tasks_max={limits.tasks_max} tasks"
+    if limits.seconds_wall is not None and now - state.connected_at >= limits.seconds_wall:
+        return f"lived seconds_wall={limits.seconds_wall:g}"
+    if state.idle_since is not None and now - state.idle_since >= limits.seconds_idle:
+        return f"idle for seconds_idle={limits.seconds_idle:g}"
+    return None
+
+
+def resolution(task: TaskState, outcome: Outcome, worker: WorkerState | None) -> Resolve:
+    """A task's final outcome, with labels of where it ran last."""
+    return Resolve(
+        task.spec.name,
+        outcome,
+        attempts=task.attempts,
+        worker=worker.label if worker else None,
+        launch=worker.launch_label if worker else None,
+    )

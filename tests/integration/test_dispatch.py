@@ -14,7 +14,7 @@ from batchcrew import protocol
 from batchcrew.launchers.base import LaunchHandle, WorkerStatus
 from batchcrew.messages import Outcome
 from batchcrew.protocol import Kind
-from batchcrew.scheduler import HISTORY_KEPT
+from batchcrew.records import HISTORY_KEPT
 from tests.integration import tasks
 from tests.support.launchers import RecordingLauncher
 from tests.support.light_workers import ThreadLauncher
@@ -30,12 +30,12 @@ def test_records_stay_bounded_with_a_worker_per_task(make_controller: Make) -> N
     )
     results = crew.map(operator.neg, range(5000))
     assert results.values() == [-x for x in range(5000)]
-    dispatcher = crew._dispatcher
+    dispatcher = crew._life.dispatcher
     assert dispatcher is not None
-    scheduler, launches, server = dispatcher.scheduler, dispatcher.launches, dispatcher.server
+    scheduler, launches, server = dispatcher.scheduler, dispatcher.launching.book, dispatcher.server
     wait_until(lambda: not scheduler.workers and not launches.records, seconds=30)
     assert len(scheduler.history) <= HISTORY_KEPT
-    assert scheduler.earlier.workers + len(scheduler.history) == 5000
+    assert scheduler.departures.earlier.workers + len(scheduler.history) == 5000
     assert not scheduler.tasks and not scheduler.awaiting
     wait_until(lambda: server.connections == 0)
     summary = crew.summary()

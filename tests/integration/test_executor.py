@@ -105,7 +105,7 @@ def test_shutdown_cancelling_fifty_queued_futures_returns(make_controller: Make)
 
 def blocker_name(crew: bc.Controller) -> str:
     """The name of the one task running on the controller (executor tasks are named by it)."""
-    dispatcher = crew._dispatcher
+    dispatcher = crew._life.dispatcher
     assert dispatcher is not None
     running = [
         state.held[0].spec.name for state in dispatcher.scheduler.workers.values() if state.held

@@ -648,7 +648,7 @@ def test_investigation_polls_at_once_and_gives_the_verdict_when_ended() -> None:
     assert book.poll_targets(5.0, NEVER, False) == {handle: [0]}
     decisions = book.polled({(record.id, 0): OUT_OF_MEMORY}, 5.1)
     assert decisions == [Verdict(record.id, 0, record.label(0), 1, OUT_OF_MEMORY)]
-    assert book.investigating == {}
+    assert book.investigating.asked == {}
     assert book.failures_in_row == 0
     assert record.id in book.records  # worker 1 is still connected
     assert book.poll_targets(6.0, NEVER, False) == {}
@@ -665,7 +665,7 @@ def test_investigation_is_asked_again_with_a_growing_pause_while_not_ended() -> 
     for _ in range(9):
         assert book.poll_targets(now, NEVER, False) == {handle: [0]}
         assert book.polled({key: RUNNING}, now) == []
-        due, _, first = book.investigating[key]
+        due, _, first = book.investigating.asked[key]
         assert first == 0.0
         pauses.append(due - now)
         assert book.poll_targets(due - 0.001, NEVER, False) == {}
@@ -676,12 +676,12 @@ def test_investigation_is_asked_again_with_a_growing_pause_while_not_ended() -> 
     # A failed poll is asked again the same way.
     book.poll_targets(now, NEVER, False)
     assert book.polled(None, now) == []
-    assert book.investigating[key][0] == now + 2.0
+    assert book.investigating.asked[key][0] == now + 2.0
     book.poll_targets(now + 2.0, NEVER, False)
     assert book.polled({key: OUT_OF_MEMORY}, now + 2.0) == [
         Verdict(record.id, 0, record.label(0), 0, OUT_OF_MEMORY)
     ]
-    assert (book.records, book.investigating) == ({}, {})
+    assert (book.records, book.investigating.asked) == ({}, {})
 
 
 def test_investigation_is_dropped_after_seconds_investigation_max() -> None:
@@ -698,7 +698,7 @@ def test_investigation_is_dropped_after_seconds_investigation_max() -> None:
     late = 10.0 + SECONDS_INVESTIGATION_MAX + 1.0
     assert book.poll_targets(late, NEVER, False) != {}
     assert book.polled({key: RUNNING}, late) == []
-    assert (book.investigating, book.records) == ({}, {})
+    assert (book.investigating.asked, book.records) == ({}, {})
 
 
 def test_verdict_for_a_worker_leaving_with_confirm_ends_also_ends_it() -> None:
@@ -776,6 +776,6 @@ def test_finished_launches_leave_no_record(confirm_ends: bool) -> None:
             verdicts += len(decisions)
         assert book.records == {}
     assert verdicts == 500
-    assert (book.investigating, book.pending(), book.failures_in_row) == ({}, 0, 0)
+    assert (book.investigating.asked, book.pending(), book.failures_in_row) == ({}, 0, 0)
     assert (book.launches, book.workers_launched) == (5_000, 5_000)
     assert list(book.handles()) == []

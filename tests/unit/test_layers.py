@@ -35,6 +35,7 @@ PURE = {
     "autoscale.py",
     "launches.py",
     "messages.py",
+    "records.py",
     "report.py",
     "results.py",
     "scheduler.py",

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from batchcrew.messages import Outcome, Status, TaskSpec
+from batchcrew.records import HISTORY_KEPT
 from batchcrew.scheduler import (
-    HISTORY_KEPT,
     PREFETCH,
     RECLAIMS_MAX,
     SECONDS_SILENCE,
@@ -1117,7 +1117,7 @@ def test_departed_workers_are_kept_oldest_first_with_what_they_did() -> None:
         ("L-0", "exited", 1, 2.0),
         ("L-1", "crashed", 0, 0.0),
     ]
-    assert scheduler.earlier.workers == 0
+    assert scheduler.departures.earlier.workers == 0
 
 
 def test_history_keeps_history_kept_workers_and_adds_up_the_rest() -> None:
@@ -1144,7 +1144,7 @@ def test_history_keeps_history_kept_workers_and_adds_up_the_rest() -> None:
         finished += 1
         assert scheduler.worker_lost(worker, now) == []
     assert finished == tasks
-    history, earlier = scheduler.departed(), scheduler.earlier
+    history, earlier = scheduler.departed(), scheduler.departures.earlier
     assert len(history) == HISTORY_KEPT
     assert history[-1].id == f"W{workers - 1}-0"
     assert earlier.workers + len(history) == workers
@@ -1333,7 +1333,7 @@ class Model:
         assert sum(load.demand) == sum(scheduler.queued) + running + len(scheduler.awaiting)
         assert sum(load.supply) == sum(w.retiring is None for w in scheduler.workers.values())
         assert len(scheduler.departed()) <= HISTORY_KEPT
-        assert scheduler.earlier.workers + len(scheduler.departed()) == self.departed
+        assert scheduler.departures.earlier.workers + len(scheduler.departed()) == self.departed
 
     def finish(self) -> None:
         """Cancel everything, let every worker go and every verdict lapse: nothing is left."""
