@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import batchcrew.joblib_hook  # noqa: F401 (importing it registers the joblib backend)
 from batchcrew.lazy import lazy_exports
 from batchcrew.version import __version__
 
