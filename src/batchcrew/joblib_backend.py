@@ -113,6 +113,10 @@ class BatchcrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[
             raise ValueError("n_jobs == 0 in Parallel has no meaning")
         wanted = self.default_n_jobs if n_jobs is None else n_jobs
         workers = cpu_count() if self.controller is None else self.controller.workers
+        if wanted == -1 and self.controller is not None:
+            # Every worker, even when there is one: the work goes to the controller's workers
+            # (an AWS job, say), never back into this process.
+            return max(workers, 2)
         if wanted < 0:
             return max(workers + 1 + wanted, 1)
         return wanted if self.controller is None else min(wanted, workers)
