@@ -11,6 +11,7 @@ import enum
 import hashlib
 import json
 import logging
+import math
 import platform
 import socket
 import struct
@@ -141,23 +142,38 @@ def read_result(frame: Frame) -> tuple[str, Outcome]:
     The body stays pickled: it is loaded by whoever takes the result.
     """
     header = frame.header
-    name = header.get("name")
-    status = _REPORTED.get(header.get("status"))
+    name, reported = header.get("name"), header.get("status")
+    # Only texts are shown or looked up: a list or an object (nested as deep as JSON allows)
+    # is refused before anything turns it into text.
+    status = _REPORTED.get(reported) if isinstance(reported, str) else None
     if status is None:
-        raise ProtocolError(f"RESULT with an unknown status {header.get('status')!r:.50}")
+        shown = repr(reported)[:50] if isinstance(reported, str) else type(reported).__name__
+        raise ProtocolError(f"RESULT with an unknown status {shown}")
     if not isinstance(name, str):
         raise ProtocolError("RESULT without a task name")
     error, trace, warnings = header.get("error"), header.get("traceback"), header.get("warnings")
+    if not all(text is None or isinstance(text, str) for text in (error, trace)):
+        raise ProtocolError("RESULT with an error or traceback that is not text")
+    if warnings is not None and not (
+        isinstance(warnings, list) and all(isinstance(item, str) for item in warnings)
+    ):
+        raise ProtocolError("RESULT with warnings that are not a list of texts")
     seconds = header.get("seconds", 0.0)
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        raise ProtocolError("RESULT with a malformed duration")
+    try:
+        duration = float(seconds)
+    except OverflowError:  # an integer of hundreds of digits
+        raise ProtocolError("RESULT with a malformed duration") from None
+    if not math.isfinite(duration):
         raise ProtocolError("RESULT with a malformed duration")
     return name, Outcome(
         status=status,
         body=frame.body,
-        error=None if error is None else str(error),
-        traceback=None if trace is None else str(trace),
-        warnings=tuple(str(item) for item in warnings) if isinstance(warnings, list) else (),
-        seconds=float(seconds),
+        error=error,
+        traceback=trace,
+        warnings=tuple(warnings or ()),
+        seconds=duration,
     )
 
 

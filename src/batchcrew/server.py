@@ -29,6 +29,14 @@ logger = logging.getLogger("batchcrew.server")
 SECONDS_HELLO = 10.0
 """How long a new connection has to complete TLS and say HELLO."""
 
+SECONDS_GOODBYE = 2.0
+"""How long a connection the server closes waits for the peer's TLS goodbye (close_notify)
+before it is dropped, so a peer that never answers cannot hold it (the default is 30 s)."""
+
+BACKLOG = 1024
+"""Connections the kernel queues before the server accepts them: hundreds of workers (or of
+bad peers) arriving at once are queued rather than made to retry after a second or more."""
+
 REASONS_KEPT = 100
 """Refusal reasons kept in `ServerCounts.reasons` (older ones are only counted)."""
 
@@ -69,12 +77,14 @@ class Handler(Protocol):
 
 class _RefusalLog:
     """Logs refusals one by one up to a rate, then once a window with the counts by kind, so a
-    flood of bad connections cannot flood the user's terminal."""
+    flood of bad connections cannot flood the user's terminal. The counts are said when the
+    window ends, whether or not another refusal comes."""
 
     def __init__(self) -> None:
         self.window_start = time.monotonic()
         self.logged = 0
         self.held: Counter[str] = Counter()
+        self._timer: asyncio.TimerHandle | None = None
 
     def add(self, kind: str, message: str) -> None:
         now = time.monotonic()
@@ -84,10 +94,16 @@ class _RefusalLog:
         if self.logged < REFUSALS_LOGGED:
             self.logged += 1
             logger.warning("%s", message)
-        else:
-            self.held[kind] += 1
+            return
+        if not self.held:
+            seconds = self.window_start + SECONDS_REFUSAL_WINDOW - now
+            self._timer = asyncio.get_running_loop().call_later(seconds, self.flush)
+        self.held[kind] += 1
 
     def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.held:
             kinds = ", ".join(f"{kind}: {count}" for kind, count in self.held.most_common())
             logger.warning("%d more connections refused (%s)", self.held.total(), kinds)
@@ -154,7 +170,9 @@ class Server:
     async def start(self) -> None:
         """Listen; `self.port` becomes the port actually bound."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port)
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self.port, backlog=BACKLOG
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -286,7 +304,12 @@ class _Connection(asyncio.Protocol):
     ) -> None:
         try:
             secured = await loop.start_tls(
-                plain, self, context, server_side=True, ssl_handshake_timeout=SECONDS_HELLO
+                plain,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=SECONDS_HELLO,
+                ssl_shutdown_timeout=SECONDS_GOODBYE,
             )
         except (TimeoutError, OSError, ssl.SSLError) as error:
             self._refuse("handshake", f"TLS handshake with {self.address} failed: {error!r:.200}")
@@ -323,11 +346,11 @@ class _Connection(asyncio.Protocol):
                     self.server.execute(self.server.handler.received(self.worker, frame))
         except ProtocolError as error:
             self._refuse("protocol", f"protocol error from {self._peer}: {error}")
-            self.close()
+            self._drop()
         except Exception as error:
             logger.exception("unexpected error on the connection from %s", self._peer)
             self._refuse("protocol", f"connection from {self._peer} failed: {error!r:.200}")
-            self.close()
+            self._drop()
 
     @property
     def _peer(self) -> str:
@@ -358,6 +381,14 @@ class _Connection(asyncio.Protocol):
     def _too_slow(self) -> None:
         if self.worker is None:
             self._refuse("slow", f"connection from {self.address}: no HELLO in {SECONDS_HELLO:g} s")
+            self._drop()
+
+    def _drop(self) -> None:
+        """End a connection that broke the protocol: a worker is closed gracefully (what is
+        queued still leaves); a peer that never became one is cut off, with nothing to say."""
+        if self.worker is None:
+            self.abort()
+        else:
             self.close()
 
     def _refuse(self, kind: str, message: str) -> None:

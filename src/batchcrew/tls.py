@@ -109,7 +109,14 @@ class TLS:
             >>> tls.fingerprint() == tls.fingerprint()
             True
         """
-        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(self.certificate_pem.decode())).hexdigest()
+        # The first certificate: a chain file from a CA holds the controller's, then the CA's.
+        text = self.certificate_pem.decode()
+        start = text.find(ssl.PEM_HEADER)
+        end = text.find(ssl.PEM_FOOTER, start)
+        if start < 0 or end < 0:
+            raise ValueError("the certificate is not in PEM form")
+        first = text[start : end + len(ssl.PEM_FOOTER)]
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(first)).hexdigest()
 
     def server_context(self) -> ssl.SSLContext:
         """An `ssl.SSLContext` for the controller's listening socket.

@@ -197,6 +197,8 @@ class _Watchdog:
         self.channel.close()
         if busy:
             # The result could not be delivered; waiting for the task would only waste the job.
+            # Nothing else ends what the task started: the controller that would is gone.
+            end_group_members()
             os._exit(0)
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import batchcrew as bc
 from tests.integration import tasks
 from tests.support.polling import wait_until
-from tests.support.processes import process_alive
+from tests.support.processes import process_alive, wait_until_gone
 
 Make = Callable[..., bc.Controller]
 
@@ -83,3 +86,44 @@ def test_worker_needs_its_environment() -> None:
         assert (
             "BATCHCREW_HOST, BATCHCREW_PORT, BATCHCREW_TOKEN, BATCHCREW_LAUNCH" in finished.stderr
         )
+
+
+def _worker_pid(crew: bc.Controller) -> int:
+    return int(wait_until(lambda: list(crew.summary()["pid"]))[0])
+
+
+@pytest.mark.parametrize("ending", ["tasks_max", "seconds_idle", "killed", "terminate"])
+def test_task_children_die_with_their_worker(
+    make_controller: Make, children_record: Path, ending: str
+) -> None:
+    limits = {"tasks_max": {"tasks_max": 1}, "seconds_idle": {"seconds_idle": 0.5}}
+    crew = make_controller(workers=1, crashes_max=1, **limits.get(ending, {}))
+    if ending in ("tasks_max", "seconds_idle"):  # the worker leaves when told to
+        crew.push(tasks.start_children, str(children_record)).result(timeout=30)
+    else:  # the task still runs; one that only SIGKILL can end when it comes to terminate()
+        stubborn = ending == "terminate"
+        function = (
+            tasks.start_children_and_get_stuck if stubborn else tasks.start_children_and_sleep
+        )
+        task = crew.push(function, str(children_record))
+        wait_until(children_record.exists)
+    worker = _worker_pid(crew)
+    if ending == "killed":
+        os.kill(worker, signal.SIGKILL)
+        assert task.result(timeout=30).status == "crash"
+    elif ending == "terminate":
+        crew.terminate()
+    children = [int(pid) for pid in children_record.read_text().split()]
+    wait_until_gone([worker, *children], seconds=5)
+
+
+def test_a_worker_whose_child_holds_its_socket_is_dropped_when_it_dies(
+    make_controller: Make, children_record: Path
+) -> None:
+    crew = make_controller(workers=1, crashes_max=1)
+    task = crew.push(tasks.child_holds_the_connection_and_crash, str(children_record))
+    # Its connection stays open: only the launcher's polls can tell that the worker is gone.
+    result = task.result(timeout=30)
+    assert result.status == "crash" and "killed by SIGKILL" in (result.error or "")
+    wait_until_gone([int(children_record.read_text())])
+    assert crew.push(tasks.square, 3).result(timeout=30).value == 9

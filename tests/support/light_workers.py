@@ -32,13 +32,16 @@ class ThreadLaunch(LaunchHandle):
 
 
 class ThreadLauncher(bc.Launcher):
-    """Starts each worker as a thread of this process."""
+    """Starts each worker as a thread of this process; keeps each request (a test may dial in
+    with the token of a worker that came)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.launched = 0
+        self.requests: list[bc.LaunchRequest] = []
 
     def launch(self, request: bc.LaunchRequest) -> LaunchHandle:
+        self.requests.append(request)
         handle = ThreadLaunch(request.launch, request.count, request.launch)
         for index in range(request.count):
             environment = {**request.environment, "BATCHCREW_INDEX": str(index)}

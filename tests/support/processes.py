@@ -1,12 +1,21 @@
-"""Looking at processes by pid through /proc (the tests run on Linux): groups, liveness.
+"""Looking at processes by pid through /proc (the tests run on Linux): groups, liveness,
+memory, file descriptors, threads and CPU time.
 
-Owns only inspection; killing is the job of the code under test.
+Owns inspection; killing is the job of the code under test, except for the sweep of what a
+failed test left running (`kill_leftovers`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import resource
+import signal
+import subprocess
+import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from tests.support.polling import wait_until
 
@@ -63,6 +72,13 @@ def alive(pids: Iterable[int]) -> set[int]:
     return {pid for pid in pids if process_alive(pid)}
 
 
+def kill_leftovers(pids: Iterable[int]) -> None:
+    """SIGKILL whichever of `pids` still live (a failed test's cleanup, so nothing outlives it)."""
+    for pid in alive(pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def wait_until_gone(pids: Iterable[int], seconds: float = 10.0) -> None:
     """Fail unless every process in `pids` is gone within `seconds`."""
     watched = set(pids)
@@ -70,3 +86,74 @@ def wait_until_gone(pids: Iterable[int], seconds: float = 10.0) -> None:
         wait_until(lambda: not alive(watched), seconds)
     except AssertionError:
         raise AssertionError(f"still alive after {seconds} s: {sorted(alive(watched))}") from None
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a process holds: resident memory (MB), open file descriptors, threads."""
+
+    megabytes: float
+    fds: int
+    threads: int
+
+    def grown_since(self, baseline: Footprint) -> str:
+        """The growth since `baseline`, as a text for failure messages and reports."""
+        return (
+            f"RSS {baseline.megabytes:.0f} -> {self.megabytes:.0f} MB, "
+            f"fds {baseline.fds} -> {self.fds}, threads {baseline.threads} -> {self.threads}"
+        )
+
+
+def footprint() -> Footprint:
+    """This process's footprint (the controller's, when it runs in the test process)."""
+    with open("/proc/self/status") as status:
+        rss = next(line for line in status if line.startswith("VmRSS:"))
+    return Footprint(
+        megabytes=int(rss.split()[1]) / 1024,
+        fds=len(os.listdir("/proc/self/fd")),
+        threads=len(os.listdir("/proc/self/task")),
+    )
+
+
+class PeakMemory:
+    """Samples this process's RSS every 50 ms while in the `with` block; `megabytes` is the
+    highest seen."""
+
+    def __init__(self) -> None:
+        self.megabytes = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            self.megabytes = max(self.megabytes, footprint().megabytes)
+            if self._done.wait(0.05):
+                return
+
+
+def trimmed_footprint() -> Footprint:
+    """This process's footprint once the C allocator has handed its free memory back to the
+    system, so that RSS counts what is still held rather than what was once needed."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return footprint()
+
+
+def wait_with_cpu(process: subprocess.Popen[bytes], seconds: float) -> tuple[int, float]:
+    """Wait for a child to exit; return its exit code and the CPU seconds it used (user and
+    system). Fails if it is still running after `seconds` (the caller stops it)."""
+
+    def reaped() -> tuple[int, resource.struct_rusage] | None:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        return (status, usage) if pid else None
+
+    status, usage = wait_until(reaped, seconds)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_utime + usage.ru_stime

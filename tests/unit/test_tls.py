@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from batchcrew.tls import TLS, certificate_matches, client_context
+from tests.support.certificates import ca_signed_chain
 
 
 def test_automatic_certificates_are_fresh_and_loadable() -> None:
@@ -51,3 +52,8 @@ def test_fingerprint_check() -> None:
     assert not certificate_matches(b"abd", hashlib.sha256(b"abc").hexdigest())
     assert not certificate_matches(None, hashlib.sha256(b"abc").hexdigest())
     assert client_context().verify_mode == ssl.CERT_NONE
+
+
+def test_the_fingerprint_of_a_chain_is_its_first_certificates(tmp_path: Path) -> None:
+    chain, key, leaf = ca_signed_chain(tmp_path)
+    assert TLS.custom(chain, key).fingerprint() == hashlib.sha256(leaf).hexdigest()
