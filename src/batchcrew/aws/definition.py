@@ -15,11 +15,12 @@ from batchcrew.aws.frames import ColumnKind, table
 from batchcrew.aws.monitor import DEFAULT_LOG_GROUP, Monitor
 from batchcrew.aws.resources import check_fargate_resources, resource_requirements
 from batchcrew.aws.validation import (
-    check_definition_name,
     check_int,
     check_optional_bool,
     check_platform,
     check_priority,
+    check_queue_reference,
+    check_resource_name,
     check_role_arn,
     check_text,
     environment_list,
@@ -78,8 +79,8 @@ class JobDefinition:
         log_group: str = DEFAULT_LOG_GROUP,
         aws: AWSConfig | None = None,
     ) -> None:
-        self._job_definition = check_definition_name(job_definition)
-        self._job_queue = check_text("job_queue", job_queue)
+        self._job_definition = check_resource_name("job_definition", job_definition)
+        self._job_queue = check_queue_reference(job_queue)
         self._log_group = check_text("log_group", log_group)
         self._aws = AWSConfig.given_or_default(aws)
 
@@ -320,8 +321,8 @@ class JobDefinition:
         """
         monitor = Monitor(self._job_definition, self._job_queue, self._log_group, self._aws)
         return monitor.submit(
-            name,
             command,
+            name,
             cpus=cpus,
             gpus=gpus,
             memory=memory,

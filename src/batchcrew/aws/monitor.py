@@ -25,9 +25,11 @@ from batchcrew.aws.validation import (
     INACTIVE_STATUSES,
     JOB_STATUSES,
     check_command,
+    check_definition_reference,
     check_job_ids,
     check_job_name,
     check_priority,
+    check_queue_reference,
     check_statuses,
     check_text,
     environment_list,
@@ -45,6 +47,7 @@ __all__ = [
     "JOB_STATUSES",
     "LogEvent",
     "Monitor",
+    "Termination",
 ]
 
 logger = logging.getLogger("batchcrew.aws.monitor")
@@ -102,6 +105,23 @@ class LogEvent:
         return datetime.fromtimestamp(self.timestamp / 1000, tz=UTC)
 
 
+@dataclass(frozen=True)
+class Termination:
+    """What `Monitor.terminate` did, by job id.
+
+    Example:
+        >>> Termination(ended=("6f1c",), finished=(), unknown=("typo",)).unknown
+        ('typo',)
+    """
+
+    ended: tuple[str, ...]
+    """Jobs AWS Batch was asked to end (CancelJob and TerminateJob)."""
+    finished: tuple[str, ...]
+    """Jobs that had already succeeded or failed: nothing to end."""
+    unknown: tuple[str, ...]
+    """Ids AWS Batch does not know in this region (a typo, or a job aged out)."""
+
+
 class Monitor:
     """List, inspect, submit, terminate and read the logs of the jobs of one job definition.
 
@@ -124,11 +144,11 @@ class Monitor:
         log_group: str = DEFAULT_LOG_GROUP,
         aws: AWSConfig | None = None,
     ) -> None:
-        self._job_definition = check_text("job_definition", job_definition)
+        self._job_definition = check_definition_reference(job_definition)
         if isinstance(job_queue, str):
-            queues = [check_text("job_queue", job_queue)]
+            queues = [check_queue_reference(job_queue)]
         elif isinstance(job_queue, Sequence) and job_queue:
-            queues = [check_text("job_queue", queue) for queue in job_queue]
+            queues = [check_queue_reference(queue) for queue in job_queue]
         else:
             raise TypeError("job_queue must be a queue name or ARN, or a non-empty list of them")
         self._job_queues = tuple(dict.fromkeys(queues))
@@ -286,8 +306,8 @@ class Monitor:
 
     def submit(
         self,
-        name: str | None,
         command: Sequence[str],
+        name: str | None = None,
         cpus: float | None = None,
         gpus: int | None = None,
         memory: float | None = None,
@@ -304,7 +324,8 @@ class Monitor:
     ) -> pd.DataFrame:
         """Submit one job of this definition running `command`; returns `name, id, arn`.
 
-        `name` may be None for `batchcrew-job-` and eight random hex digits.
+        `command` is a list of words, never one string. `name` defaults to `batchcrew-job-` and
+        eight random hex digits.
         Resources override the job definition's: `cpus` vCPUs, `gpus` GPUs, `memory` in
         `memory_units` (`gigabytes`, `gibibytes`, `megabytes`, `mebibytes` or `GB`, `GiB`,
         `MB`, `MiB`). `job_queue` defaults to the monitor's first queue.
@@ -313,7 +334,7 @@ class Monitor:
             >>> monitor.submit("hello", ["echo", "hello"], cpus=1, memory=2, memory_units="GiB")
             ... # doctest: +SKIP
         """
-        queue = self._job_queues[0] if job_queue is None else check_text("job_queue", job_queue)
+        queue = self._job_queues[0] if job_queue is None else check_queue_reference(job_queue)
         overrides: dict[str, Any] = {"command": check_command(command)}
         variables = environment_list(environment)
         if variables:
@@ -356,16 +377,21 @@ class Monitor:
         all: bool = False,
         reason: str = DEFAULT_REASON,
         progress: Callable[[int, int], None] | None = None,
-    ) -> list[str]:
+    ) -> Termination:
         """End jobs: CancelJob (for jobs not yet started) and TerminateJob (for started ones).
 
-        Give `ids`, or `all=True` for every active job of this definition on the queues.
-        Every job is tried even when one fails; failures are raised together at the end.
-        `progress(done, total)` is called after each job. Returns the ids acted on.
+        Give `ids`, or `all=True` for every active job of this definition on the queues. Ids
+        are looked up first, because AWS accepts CancelJob and TerminateJob for ids it does
+        not know: the result says which jobs were asked to end, which had already finished
+        and which ids AWS does not know. Every job is tried even when one fails; failures are
+        raised together at the end. `progress(done, total)` is called after each job.
 
         Example:
-            >>> monitor.terminate(all=True)  # doctest: +SKIP
-            ['6f1c...', '0b7a...']
+            >>> monitor = Monitor(local.job_definition, local.job_queue, aws=local.aws_config())
+            >>> job_id = monitor.submit(["sleep", "600"])["id"].iloc[0]
+            >>> monitor.terminate([job_id, "no-such-job"]) == Termination(
+            ...     ended=(job_id,), finished=(), unknown=("no-such-job",))
+            True
         """
         if all and ids is not None:
             raise ValueError("terminate: give ids or all=True, not both")
@@ -374,12 +400,22 @@ class Monitor:
         reason = check_text("reason", reason)
         if len(reason) > REASON_MAX_CHARACTERS:
             raise ValueError(f"reason must have at most {REASON_MAX_CHARACTERS} characters")
+        finished: list[str] = []
+        unknown: list[str] = []
         if all:
             targets = [str(each) for each in self.active()["id"]]
         elif ids is None:
             raise ValueError("terminate: give the ids of the jobs to end, or all=True")
         else:
-            targets = check_job_ids(ids)
+            asked = check_job_ids(ids)
+            found = self._describe_jobs(asked)
+            unknown = [each for each in asked if each not in found]
+            finished = [
+                each
+                for each in asked
+                if each in found and str(found[each].get("status", "")).lower() in INACTIVE_STATUSES
+            ]
+            targets = [each for each in asked if each in found and each not in finished]
         batch = self._aws.client("batch")
         failures: list[tuple[str, AWSError]] = []
         for done, job_id in enumerate(targets, start=1):
@@ -399,7 +435,12 @@ class Monitor:
                 failures.append((job_id, error))
             if progress is not None:
                 progress(done, len(targets))
-        logger.info("asked AWS Batch to end %d job(s)", len(targets) - len(failures))
+        logger.info(
+            "asked AWS Batch to end %d job(s); %d already finished, %d unknown",
+            len(targets) - len(failures),
+            len(finished),
+            len(unknown),
+        )
         if len(failures) == 1:
             raise failures[0][1]
         if failures:
@@ -409,7 +450,7 @@ class Monitor:
                 f"{len(failures)} of {len(targets)} jobs",
                 "; ".join(f"job {job_id}: {error.reason}" for job_id, error in failures),
             )
-        return targets
+        return Termination(tuple(targets), tuple(finished), tuple(unknown))
 
     # Logs -----------------------------------------------------------------------------------
 
@@ -426,8 +467,8 @@ class Monitor:
         The log group is the one in the job's own `awslogs` configuration, else this monitor's
         `log_group`. With `start_from_head=False` reading starts at the latest page of events.
         With `follow=True` it keeps polling every `seconds_interval` seconds until the job has
-        finished. A job with no log stream yet yields nothing and logs a warning with the job's
-        status and reason.
+        finished. A job with no log stream (yet, or ever, when it ended without one) yields
+        nothing and logs a warning with the job's status and AWS's reason.
 
         Example:
             >>> for event in monitor.events(job_id, follow=True):  # doctest: +SKIP
@@ -449,7 +490,11 @@ class Monitor:
             finished = str(job.get("status", "")).lower() in INACTIVE_STATUSES
             group = _log_group_of(job) or self._log_group
             stream = _log_stream_of(job)
-            problem = "has no log stream yet"
+            problem = (
+                "has no log stream, so there is no log to read"
+                if finished
+                else "has no log stream yet"
+            )
             if stream is not None:
                 try:
                     pages = self._read_log_pages(group, stream, token, start_from_head)
@@ -459,7 +504,9 @@ class Monitor:
                 except AWSError as error:
                     if error_code(error) != "ResourceNotFoundException":
                         raise
-                    problem = f"has no readable log stream {stream} in log group {group} yet"
+                    problem = f"has no readable log stream {stream} in log group {group}" + (
+                        " (deleted, expired or never written)" if finished else " yet"
+                    )
                 else:
                     problem = ""
             if problem and (finished or not follow):

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
+from batchcrew.aws.validation import check_resource_name
 from batchcrew.errors import BatchcrewError
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ SECONDS_POLL = 0.05
 
 ACTIVE_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 def require_local_extra() -> None:
@@ -102,12 +102,8 @@ class LocalBatch:
     ) -> None:
         if not REGION_PATTERN.fullmatch(region):
             raise ValueError(f"region must look like 'us-east-1', not {region!r}")
-        for argument, value in (("job_queue", job_queue), ("job_definition", job_definition)):
-            if not NAME_PATTERN.fullmatch(value):
-                raise ValueError(
-                    f"{argument} must be 1-128 letters, digits, '-' or '_' starting with a "
-                    f"letter or digit, not {value!r}"
-                )
+        check_resource_name("job_queue", job_queue)
+        check_resource_name("job_definition", job_definition)
         if seconds_start <= 0:
             raise ValueError(f"seconds_start must be positive, not {seconds_start}")
         self.region = region
