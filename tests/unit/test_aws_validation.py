@@ -144,6 +144,9 @@ def test_integers_with_ranges() -> None:
         check_int("scheduling_priority", 10000, 0, 9999)
     with pytest.raises(TypeError, match="revision must be an int, not bool"):
         check_int("revision", True, 1)
+    numpy = pytest.importorskip("numpy")
+    assert check_int("revision", numpy.int64(3), minimum=1) == 3  # as read from a DataFrame
+    assert type(check_int("revision", numpy.int64(3), minimum=1)) is int
 
 
 def test_optional_booleans() -> None:

@@ -258,9 +258,13 @@ max_attempts=10)
         exception as its `__cause__`.
 
         Example:
-            >>> aws = AWSConfig(region="us-east-1")
+            >>> aws = local.aws_config()
             >>> batch = aws.client("batch")
-            >>> aws.call("ListJobs", "job queue q", batch.list_jobs, jobQueue="q")  # doctest: +SKIP
+            >>> aws.call("ListJobs", "job queue q", batch.list_jobs, jobQueue="q")
+            Traceback (most recent call last):
+            ...
+            batchcrew.errors.AWSError: ListJobs in us-east-1 on job queue q failed: \
+ClientException: Job queue q does not exist
         """
         try:
             return function(*args, **kwargs)

@@ -131,10 +131,13 @@ class Monitor:
     places.
 
     Example:
-        >>> monitor = Monitor("my-definition", "my-queue", aws=AWSConfig(region="us-east-1"))
-        >>> monitor.active()  # doctest: +SKIP
-        >>> job = monitor.submit("hello", ["echo", "hello"])  # doctest: +SKIP
-        >>> monitor.log(job["id"][0])  # doctest: +SKIP
+        >>> monitor = Monitor(local.job_definition, local.job_queue, aws=local.aws_config())
+        >>> job_id = monitor.submit(["python", "-c", "print('hello')"])["id"].iloc[0]
+        >>> for event in monitor.events(job_id, follow=True, seconds_interval=0.2):
+        ...     print(event.message)
+        hello
+        >>> monitor.status(job_id)[["status", "exit_code"]].values.tolist()
+        [['succeeded', 0]]
     """
 
     def __init__(
@@ -192,7 +195,8 @@ class Monitor:
         arn, queue, status, reason, created, started, stopped`.
 
         Example:
-            >>> monitor.jobs(status=["runnable", "running"])  # doctest: +SKIP
+            >>> list(monitor.jobs(status=["runnable", "running"]).columns)
+            ['name', 'id', 'arn', 'queue', 'status', 'reason', 'created', 'started', 'stopped']
         """
         statuses = check_statuses(status)
         rows: list[dict[str, Any]] = []
@@ -213,7 +217,8 @@ class Monitor:
         """Jobs waiting to be evaluated by the scheduler.
 
         Example:
-            >>> monitor.submitted()  # doctest: +SKIP
+            >>> set(monitor.submitted()["status"]) <= {"submitted"}
+            True
         """
         return self.jobs("submitted")
 
@@ -221,7 +226,8 @@ class Monitor:
         """Jobs waiting on dependencies.
 
         Example:
-            >>> monitor.pending()  # doctest: +SKIP
+            >>> set(monitor.pending()["status"]) <= {"pending"}
+            True
         """
         return self.jobs("pending")
 
@@ -229,7 +235,8 @@ class Monitor:
         """Jobs waiting for compute capacity.
 
         Example:
-            >>> monitor.runnable()  # doctest: +SKIP
+            >>> set(monitor.runnable()["status"]) <= {"runnable"}
+            True
         """
         return self.jobs("runnable")
 
@@ -237,7 +244,8 @@ class Monitor:
         """Jobs placed on a host whose container is starting.
 
         Example:
-            >>> monitor.starting()  # doctest: +SKIP
+            >>> set(monitor.starting()["status"]) <= {"starting"}
+            True
         """
         return self.jobs("starting")
 
@@ -245,7 +253,11 @@ class Monitor:
         """Jobs whose container runs.
 
         Example:
-            >>> monitor.running()  # doctest: +SKIP
+            >>> job_id = monitor.submit(["sleep", "600"])["id"].iloc[0]
+            >>> while job_id not in set(monitor.running()["id"]):
+            ...     time.sleep(0.2)
+            >>> monitor.terminate(job_id).ended == (job_id,)
+            True
         """
         return self.jobs("running")
 
@@ -253,7 +265,9 @@ class Monitor:
         """Jobs that exited with code 0.
 
         Example:
-            >>> monitor.succeeded()  # doctest: +SKIP
+            >>> job_id = monitor.submit(["python", "-c", "pass"])["id"].iloc[0]
+            >>> while job_id not in set(monitor.succeeded()["id"]):
+            ...     time.sleep(0.2)
         """
         return self.jobs("succeeded")
 
@@ -261,7 +275,11 @@ class Monitor:
         """Jobs that failed, were cancelled or were terminated.
 
         Example:
-            >>> monitor.failed()  # doctest: +SKIP
+            >>> job_id = monitor.submit(["python", "-c", "raise SystemExit(3)"])["id"].iloc[0]
+            >>> while job_id not in set(monitor.failed()["id"]):
+            ...     time.sleep(0.2)
+            >>> monitor.status(job_id)["exit_code"].tolist()
+            [3]
         """
         return self.jobs("failed")
 
@@ -269,7 +287,9 @@ class Monitor:
         """Jobs not finished yet: submitted, pending, runnable, starting or running.
 
         Example:
-            >>> monitor.active()["id"].tolist()  # doctest: +SKIP
+            >>> sorted(set(monitor.active()["status"]) - {"submitted", "pending", "runnable",
+            ...                                          "starting", "running"})
+            []
         """
         return self.jobs(ACTIVE_STATUSES)
 
@@ -277,7 +297,8 @@ class Monitor:
         """Finished jobs: succeeded or failed.
 
         Example:
-            >>> monitor.inactive()  # doctest: +SKIP
+            >>> set(monitor.inactive()["status"]) <= {"succeeded", "failed"}
+            True
         """
         return self.jobs(INACTIVE_STATUSES)
 
@@ -290,7 +311,9 @@ class Monitor:
         An id AWS does not know (wrong region, a typo, a job aged out) is an `AWSError`.
 
         Example:
-            >>> monitor.status("6f1c...")[["status", "reason", "exit_code"]]  # doctest: +SKIP
+            >>> job_id = monitor.submit(["python", "-c", "pass"], name="checked")["id"].iloc[0]
+            >>> monitor.status(job_id)[["name", "id"]].values.tolist() == [["checked", job_id]]
+            True
         """
         ids = check_job_ids(job_id, argument="job_id")
         found = self._describe_jobs(ids)
@@ -331,8 +354,9 @@ class Monitor:
         `MB`, `MiB`). `job_queue` defaults to the monitor's first queue.
 
         Example:
-            >>> monitor.submit("hello", ["echo", "hello"], cpus=1, memory=2, memory_units="GiB")
-            ... # doctest: +SKIP
+            >>> job = monitor.submit(["echo", "hello"], name="hello", memory=2, memory_units="GiB")
+            >>> job["name"].tolist()
+            ['hello']
         """
         queue = self._job_queues[0] if job_queue is None else check_queue_reference(job_queue)
         overrides: dict[str, Any] = {"command": check_command(command)}
@@ -471,8 +495,12 @@ class Monitor:
         nothing and logs a warning with the job's status and AWS's reason.
 
         Example:
-            >>> for event in monitor.events(job_id, follow=True):  # doctest: +SKIP
+            >>> job = monitor.submit(["python", "-c", "print('one'); print('two')"])
+            >>> job_id = job["id"].iloc[0]
+            >>> for event in monitor.events(job_id, follow=True, seconds_interval=0.2):
             ...     print(event.message)
+            one
+            two
         """
         job_id = check_text("job_id", job_id)
         if not isinstance(start_from_head, bool) or not isinstance(follow, bool):
@@ -535,9 +563,13 @@ class Monitor:
         logged warning with its status and reason.
 
         Example:
-            >>> frame = monitor.log(job_id)  # doctest: +SKIP
+            >>> job_id = monitor.submit(["python", "-c", "print('hello')"])["id"].iloc[0]
+            >>> while job_id not in set(monitor.inactive()["id"]):
+            ...     time.sleep(0.2)
+            >>> frame = monitor.log(job_id)
             hello
-            world
+            >>> frame["message"].tolist()
+            ['hello']
         """
         target = sys.stdout if file is None else file
         rows: list[dict[str, Any]] = []

@@ -6,6 +6,7 @@ turns valid values into request shapes. Pure code: no AWS calls, no boto3.
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -208,14 +209,16 @@ def environment_list(value: object) -> list[dict[str, str]] | None:
 
 
 def check_int(argument: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    """`value` if it is an int from `minimum` to `maximum`; else an error naming the range.
+    """`value` as an int if it is a whole number from `minimum` to `maximum`; else an error naming
+    the range. numpy integers (a revision read from a DataFrame) count.
 
     Example:
         >>> check_int("revision", 3, minimum=1)
         3
     """
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
+    value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         upper = f" and at most {maximum}" if maximum is not None else ""
         raise ValueError(f"{argument} must be at least {minimum}{upper}, not {value}")

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     Prints one JSON line, `{"engine_port": ..., "moto_port": ...}`, once both listen; after it,
     anything written to stdout goes to stderr. moto's server ends with the process.
 
-    Example:
+    Example (not run as a test: it serves until SIGTERM):
         >>> main(["--workdir", "."])  # doctest: +SKIP
         {"engine_port": 41234, "moto_port": 41235}
     """

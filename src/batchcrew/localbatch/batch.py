@@ -55,7 +55,7 @@ def require_local_extra() -> None:
     """Raise `BatchcrewError` with the install hint unless moto and docker-py are importable.
 
     Example:
-        >>> require_local_extra()  # doctest: +SKIP
+        >>> require_local_extra()  # moto and docker-py are installed: nothing happens
     """
     missing = [name for name in ("moto", "docker") if not _importable(name)]
     if missing:
@@ -81,13 +81,14 @@ class LocalBatch:
     kills every job process; if this process dies, the child notices and does the same.
 
     Example:
-        >>> import boto3  # doctest: +SKIP
-        >>> with LocalBatch() as local:  # doctest: +SKIP
-        ...     batch = boto3.client("batch", **local.client_kwargs())
-        ...     job = batch.submit_job(
-        ...         jobName="hello", jobQueue=local.job_queue, jobDefinition=local.job_definition,
-        ...         containerOverrides={"command": ["python", "-c", "print('hello')"]},
-        ...     )
+        >>> import boto3
+        >>> batch = boto3.client("batch", **local.client_kwargs())
+        >>> job = batch.submit_job(
+        ...     jobName="hello", jobQueue=local.job_queue, jobDefinition=local.job_definition,
+        ...     containerOverrides={"command": ["python", "-c", "print('hello')"]},
+        ... )
+        >>> job["jobName"]
+        'hello'
     """
 
     def __init__(
@@ -133,7 +134,8 @@ class LocalBatch:
         within `seconds_start` (the message then carries the end of its log).
 
         Example:
-            >>> local = LocalBatch().start()  # doctest: +SKIP
+            >>> local.start() is local  # already started: nothing more to do
+            True
         """
         with self._lock:
             if self._process is not None:
@@ -181,8 +183,10 @@ class LocalBatch:
         """Kill every job process, stop moto and the engine; safe to call more than once.
 
         Example:
-            >>> local = LocalBatch().start()  # doctest: +SKIP
-            >>> local.stop()  # doctest: +SKIP
+            >>> never_started = LocalBatch()
+            >>> never_started.stop()
+            >>> never_started
+            LocalBatch(region='us-east-1', stopped)
         """
         with self._lock:
             process, self._process = self._process, None
@@ -204,7 +208,10 @@ class LocalBatch:
         jobs and its `batch.use_docker` setting go back to their defaults.
 
         Example:
-            >>> local.reset()  # doctest: +SKIP
+            >>> local.reset()
+            >>> batch = local.aws_config().client("batch")
+            >>> [queue["jobQueueName"] for queue in batch.describe_job_queues()["jobQueues"]]
+            ['batchcrew-local-queue']
         """
         with self._lock:
             self._require_running()
@@ -250,8 +257,8 @@ class LocalBatch:
         """moto's address, for boto3's `endpoint_url`.
 
         Example:
-            >>> local.endpoint_url  # doctest: +SKIP
-            'http://127.0.0.1:41235'
+            >>> local.endpoint_url.startswith("http://127.0.0.1:")
+            True
         """
         self._require_running()
         return f"http://127.0.0.1:{self._moto_port}"
@@ -261,8 +268,8 @@ class LocalBatch:
         """The local engine's address in `DOCKER_HOST` form.
 
         Example:
-            >>> local.docker_host  # doctest: +SKIP
-            'tcp://127.0.0.1:41234'
+            >>> local.docker_host.startswith("tcp://127.0.0.1:")
+            True
         """
         self._require_running()
         return f"tcp://127.0.0.1:{self._engine_port}"
@@ -272,8 +279,8 @@ class LocalBatch:
         """The process id of the child hosting moto and the engine.
 
         Example:
-            >>> local.pid  # doctest: +SKIP
-            48170
+            >>> local.pid > 0
+            True
         """
         self._require_running()
         assert self._process is not None
@@ -283,7 +290,8 @@ class LocalBatch:
         """Keyword arguments for `boto3.client(service, **kwargs)` aimed at this LocalBatch.
 
         Example:
-            >>> batch = boto3.client("batch", **local.client_kwargs())  # doctest: +SKIP
+            >>> sorted(local.client_kwargs())
+            ['aws_access_key_id', 'aws_secret_access_key', 'endpoint_url', 'region_name']
         """
         return {"endpoint_url": self.endpoint_url, "region_name": self.region, **FAKE_CREDENTIALS}
 
@@ -291,7 +299,11 @@ class LocalBatch:
         """An `AWSConfig` for batchcrew's AWS layer, pointed at this LocalBatch.
 
         Example:
-            >>> monitor = bc.aws.Monitor(..., config=local.aws_config())  # doctest: +SKIP
+            >>> import batchcrew as bc
+            >>> monitor = bc.aws.Monitor(local.job_definition, local.job_queue,
+            ...                          aws=local.aws_config())
+            >>> monitor.aws.endpoint_url == local.endpoint_url
+            True
         """
         from batchcrew.aws.config import AWSConfig
 
@@ -308,7 +320,7 @@ class LocalBatch:
         `AWS_ENDPOINT_URL` and the fake keys serve boto3 and the AWS CLI in another shell.
 
         Example:
-            >>> local.environment_variables()["BATCHCREW_QUEUE"]  # doctest: +SKIP
+            >>> local.environment_variables()["BATCHCREW_QUEUE"]
             'batchcrew-local-queue'
         """
         from batchcrew.aws.commands import ENVIRONMENT_VARIABLES
@@ -331,8 +343,17 @@ class LocalBatch:
         Batch job is listed under its container name.
 
         Example:
-            >>> local.job_pids()  # doctest: +SKIP
-            {'5e1f...:0': 48213, '5e1f...:1': 48214}
+            >>> import boto3, time
+            >>> batch = boto3.client("batch", **local.client_kwargs())
+            >>> job_id = batch.submit_job(
+            ...     jobName="sleeper", jobQueue=local.job_queue, jobDefinition=local.job_definition,
+            ...     containerOverrides={"command": ["sleep", "60"]},
+            ... )["jobId"]
+            >>> while job_id not in local.job_pids():
+            ...     time.sleep(0.1)
+            >>> local.job_pids()[job_id] > 0
+            True
+            >>> _ = batch.terminate_job(jobId=job_id, reason="example over")
         """
         self._require_running()
         return self._job_pids()

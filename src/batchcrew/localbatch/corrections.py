@@ -54,7 +54,7 @@ def array_parent_status(children: Sequence[str | None]) -> str:
 def install() -> None:
     """Patch moto's Batch backend so that it answers as AWS Batch documents.
 
-    Example:
+    Example (not run as a test: it would patch moto in the test process too):
         >>> install()  # doctest: +SKIP
     """
     from moto.batch import models as typed_models
