@@ -256,3 +256,22 @@ def test_a_queue_given_by_arn_is_listed_by_name(local_batch: LocalBatch) -> None
     job_id = monitor.submit(QUICK, name="by-arn")["id"].iloc[0]
     wait_until(lambda: monitor.succeeded()["id"].tolist() == [job_id], seconds=15)
     assert monitor.succeeded()["queue"].tolist() == [local_batch.job_queue]
+
+
+def test_an_array_job_is_one_row_whose_status_follows_its_children(
+    local_batch: LocalBatch,
+) -> None:
+    register(local_batch)
+    monitor = monitor_for(local_batch)
+    batch, _ = clients(local_batch)
+    parent = batch.submit_job(
+        jobName="array",
+        jobQueue=local_batch.job_queue,
+        jobDefinition="defn",
+        arrayProperties={"size": 3},
+        containerOverrides={"command": QUICK},
+    )["jobId"]
+    wait_until(lambda: monitor.succeeded()["id"].tolist() == [parent], seconds=30)
+    assert monitor.jobs()["id"].tolist() == [parent]  # not its three children
+    assert monitor.active().empty
+    assert monitor.terminate(all=True).ended == ()
