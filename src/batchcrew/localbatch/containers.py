@@ -123,9 +123,11 @@ class Container:
     Example:
         >>> spec = ContainerSpec(name="hello", image="any", argv=("echo", "hi"))
         >>> container = Container("0" * 64, spec)
-        >>> container.start({"PATH": "/bin:/usr/bin"}, ".")  # doctest: +SKIP
-        >>> container.wait("not-running")  # doctest: +SKIP
+        >>> container.start({"PATH": "/bin:/usr/bin"}, ".")
+        >>> container.wait("not-running")
         (0, '')
+        >>> container.status
+        'exited'
     """
 
     def __init__(
@@ -174,7 +176,12 @@ class Container:
         """Run the command in a new session; raise `RequestError` (304) if already running.
 
         Example:
-            >>> container.start({"PATH": "/usr/bin:/bin"}, "/tmp")  # doctest: +SKIP
+            >>> container = Container("1" * 64, ContainerSpec("job", "any", ("pwd",)))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, "/")
+            >>> container.wait()
+            (0, '')
+            >>> [record.data for record in container.logs(frozenset({STDOUT}))]
+            [b'/\\n']
         """
         with self._condition:
             if self._status == "running":
@@ -268,7 +275,11 @@ class Container:
         """Send a signal to the whole process group; `RequestError` (409) if not running.
 
         Example:
-            >>> container.kill(signal.SIGTERM)  # doctest: +SKIP
+            >>> container = Container("2" * 64, ContainerSpec("job", "any", ("sleep", "60")))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> container.kill(signal.SIGTERM)
+            >>> container.wait()
+            (143, '')
         """
         with self._condition:
             if self._status != "running":
@@ -283,7 +294,11 @@ class Container:
         Raises `RequestError` (304) when the container is not running.
 
         Example:
-            >>> container.stop(10.0)  # doctest: +SKIP
+            >>> container = Container("3" * 64, ContainerSpec("job", "any", ("sleep", "60")))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> container.stop(10.0)
+            >>> container.status, container.wait()
+            ('exited', (143, ''))
         """
         with self._condition:
             if self._status != "running":
@@ -315,7 +330,14 @@ class Container:
         for an unknown condition and (408) when `seconds` pass first.
 
         Example:
-            >>> container.wait("not-running")  # doctest: +SKIP
+            >>> container = Container("4" * 64, ContainerSpec("job", "any", ("sleep", "60")))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> container.wait("not-running", seconds=0.1)
+            Traceback (most recent call last):
+            ...
+            batchcrew.localbatch.containers.RequestError: ...
+            >>> container.kill()
+            >>> container.wait("not-running")
             (137, '')
         """
         with self._condition:
@@ -336,7 +358,11 @@ class Container:
         """Mark the container removed; a running one needs `force` (it is killed) or gets 409.
 
         Example:
-            >>> container.remove(force=True)  # doctest: +SKIP
+            >>> container = Container("5" * 64, ContainerSpec("job", "any", ("sleep", "60")))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> container.remove(force=True)
+            >>> container.status
+            'removed'
         """
         with self._condition:
             if self._status == "running":
@@ -362,8 +388,15 @@ class Container:
         """The output kept so far from `streams`, between `since_ns` and `until_ns`.
 
         Example:
-            >>> [record.data for record in container.logs(frozenset({STDOUT}))]  # doctest: +SKIP
-            [b'hello\\n']
+            >>> argv = ("sh", "-c", "echo out; echo err >&2")
+            >>> container = Container("6" * 64, ContainerSpec("job", "any", argv))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> container.wait()
+            (0, '')
+            >>> [record.data for record in container.logs(frozenset({STDOUT}))]
+            [b'out\\n']
+            >>> sorted(record.data for record in container.logs(frozenset({STDOUT, STDERR})))
+            [b'err\\n', b'out\\n']
         """
         with self._condition:
             records = list(self._records)
@@ -382,8 +415,13 @@ class Container:
         """Like `logs`, then every new record as it comes, until the container stops running.
 
         Example:
-            >>> for record in container.follow(frozenset({STDOUT, STDERR})):  # doctest: +SKIP
+            >>> argv = ("sh", "-c", "echo one; sleep 0.2; echo two")
+            >>> container = Container("7" * 64, ContainerSpec("job", "any", argv))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> for record in container.follow(frozenset({STDOUT, STDERR})):
             ...     print(record.data)
+            b'one\\n'
+            b'two\\n'
         """
         with self._condition:
             position = self._records_dropped + len(self._records)

@@ -114,8 +114,8 @@ class Engine:
     in `environment.py`. `close()` kills every container's process group.
 
     Example:
-        >>> import docker  # doctest: +SKIP
-        >>> with Engine() as engine:  # doctest: +SKIP
+        >>> import docker
+        >>> with Engine() as engine:
         ...     client = docker.DockerClient(base_url=engine.docker_host)
         ...     container = client.containers.run("any", ["python", "-V"], detach=True)
         ...     container.wait()["StatusCode"]
@@ -151,7 +151,10 @@ class Engine:
         """Bind 127.0.0.1 and serve in a background thread; returns the engine itself.
 
         Example:
-            >>> engine = Engine().start()  # doctest: +SKIP
+            >>> engine = Engine().start()
+            >>> engine.start() is engine  # already serving
+            True
+            >>> engine.close()
         """
         with self._lock:
             if self._server is not None:
@@ -175,8 +178,9 @@ class Engine:
         """The TCP port the engine listens on (after `start`).
 
         Example:
-            >>> Engine(port=2375).start().port  # doctest: +SKIP
-            2375
+            >>> with Engine() as engine:  # port 0: a free one is picked
+            ...     0 < engine.port < 65536
+            True
         """
         if self._server is None:
             raise RuntimeError("the engine is not started")
@@ -187,8 +191,9 @@ class Engine:
         """The engine's address in `DOCKER_HOST` form.
 
         Example:
-            >>> Engine(port=2375).start().docker_host  # doctest: +SKIP
-            'tcp://127.0.0.1:2375'
+            >>> with Engine() as engine:
+            ...     engine.docker_host == f"tcp://127.0.0.1:{engine.port}"
+            True
         """
         return f"tcp://{LOOPBACK}:{self.port}"
 
@@ -196,7 +201,13 @@ class Engine:
         """Stop serving and kill every container's process group; safe to call twice.
 
         Example:
-            >>> engine.close()  # doctest: +SKIP
+            >>> engine = Engine().start()
+            >>> container = engine.create(ContainerSpec("job-1", "any", ("sleep", "60")))
+            >>> engine.start_container(container)
+            >>> engine.close()
+            >>> container.status
+            'removed'
+            >>> engine.close()  # a second time does nothing
         """
         with self._lock:
             self._closing = True
@@ -232,7 +243,12 @@ class Engine:
         """Register a new container; a name already in use is Docker's 409 conflict.
 
         Example:
-            >>> engine.create(ContainerSpec("job-1", "any", ("python", "-V")))  # doctest: +SKIP
+            >>> with Engine() as engine:
+            ...     first = engine.create(ContainerSpec("job-1", "any", ("python", "-V")))
+            ...     engine.create(ContainerSpec("job-1", "any", ("python", "-V")))
+            Traceback (most recent call last):
+            ...
+            batchcrew.localbatch.containers.RequestError: Conflict. The container name "/job-1" ...
         """
         with self._lock:
             self._check_open()
@@ -252,7 +268,11 @@ class Engine:
         """Start a container unless the engine is closing (so no process outlives `close`).
 
         Example:
-            >>> engine.start_container(engine.lookup("job-1"))  # doctest: +SKIP
+            >>> with Engine() as engine:
+            ...     container = engine.create(ContainerSpec("job-1", "any", ("python", "-V")))
+            ...     engine.start_container(container)
+            ...     container.wait()
+            (0, '')
         """
         with self._lock:
             self._check_open()
@@ -264,8 +284,10 @@ class Engine:
         """Find a container by id, unique id prefix or name, as Docker does.
 
         Example:
-            >>> engine.lookup("job-1").spec.name  # doctest: +SKIP
-            'job-1'
+            >>> with Engine() as engine:
+            ...     container = engine.create(ContainerSpec("job-1", "any", ("python", "-V")))
+            ...     engine.lookup("job-1") is engine.lookup(container.id[:12]) is container
+            True
         """
         name = reference.removeprefix("/")
         with self._lock:
@@ -290,7 +312,12 @@ class Engine:
         """Remove a container (killing it first when `force`).
 
         Example:
-            >>> engine.remove("job-1", force=True)  # doctest: +SKIP
+            >>> with Engine() as engine:
+            ...     container = engine.create(ContainerSpec("job-1", "any", ("sleep", "60")))
+            ...     engine.start_container(container)
+            ...     engine.remove("job-1", force=True)
+            ...     engine.containers()
+            []
         """
         container = self.lookup(reference)
         container.remove(force)
@@ -833,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     Prints the port it listens on (useful with `--port 0`), then serves until SIGTERM or
     Ctrl-C, when it kills every container's process group.
 
-    Example:
+    Example (not run as a test: it serves until SIGTERM):
         >>> main(["--port", "0"])  # doctest: +SKIP
         41234
     """
