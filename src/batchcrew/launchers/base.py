@@ -1,34 +1,86 @@
-"""The launcher interface: start `count` workers at a resource level, stop them, poll them.
+"""The launcher seam: start workers, read their state, stop them. Nothing about scaling.
 
-Launchers may be slow (AWS calls); the controller calls them from a thread pool, never from its
-event loop. They decide nothing about how many workers to run.
+A launcher owns its threads: the controller hands it calls through `submit` and never waits on
+them from its event loop. Values crossing the seam are typed: a `LaunchRequest` goes in, a
+`LaunchHandle` comes back, `poll` answers a `WorkerStatus` per worker.
 """
 
 from __future__ import annotations
 
 import abc
+import concurrent.futures
+import datetime
 import logging
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal, TypeVar
 
 logger = logging.getLogger("batchcrew.launchers")
 
+T = TypeVar("T")
+
 ERRORS_KEPT = 200
+"""Launcher errors kept for `errors()` (older ones are only in the log)."""
+
+Phase = Literal["queued", "starting", "running", "ended"]
+"""Where a launched worker is: waiting for room, starting, running, or gone."""
+
+Cause = Literal["memory", "host", "other"]
+"""Why an ended worker ended, as far as its launcher can tell: killed for using too much memory,
+lost with its host (an instance or Spot reclaim), or anything else."""
 
 
-@dataclass(frozen=True)
-class LaunchRequest:
-    """What a launcher needs to start workers.
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """What a launcher knows of one worker it launched.
 
-    `environment` holds the variables every worker of the launch must see (controller address,
-    one-use token, certificate fingerprint); the launcher adds `BATCHCREW_INDEX` per worker
-    (AWS array jobs use `AWS_BATCH_JOB_ARRAY_INDEX` instead).
+    `reason` is the launcher's own words (AWS's `statusReason`, or how a process exited);
+    `cause` is set once the worker has ended.
 
     Example:
-        >>> LaunchRequest(launch="a1b2", count=2, level=0, environment={}, name="crew").count
+        >>> status = WorkerStatus("ended", "OutOfMemoryError: Container killed", 137, "memory")
+        >>> status.ended, status.cause
+        (True, 'memory')
+    """
+
+    phase: Phase
+    reason: str | None = None
+    exit_code: int | None = None
+    cause: Cause | None = None
+
+    @property
+    def ended(self) -> bool:
+        """True once the worker has stopped for good."""
+        return self.phase == "ended"
+
+    def describe(self) -> str:
+        """A short text for logs and errors.
+
+        Example:
+            >>> WorkerStatus("ended", "Essential container exited", 1).describe()
+            'ended: Essential container exited (exit code 1)'
+        """
+        text = self.phase
+        if self.reason:
+            text += f": {self.reason}"
+        if self.exit_code is not None:
+            text += f" (exit code {self.exit_code})"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRequest:
+    """What a launcher needs to start `count` workers at resource level `level`.
+
+    `environment` holds what every worker of the launch must see (controller address, one-use
+    token, certificate fingerprint); the launcher tells each worker its index (local workers by
+    `BATCHCREW_INDEX`, AWS array children by `AWS_BATCH_JOB_ARRAY_INDEX`). `name` and
+    `controller` are the controller's name and its unique id, for job names and tags.
+
+    Example:
+        >>> LaunchRequest("a1b2", count=2, level=0, environment={}, name="crew").count
         2
     """
 
@@ -37,25 +89,91 @@ class LaunchRequest:
     level: int
     environment: Mapping[str, str]
     name: str
+    controller: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class LaunchHandle:
+    """A launch as its launcher knows it. `external_id` is what users see (the AWS job id).
+
+    Subclasses add what their launcher needs to find the workers again.
+
+    Example:
+        >>> handle = LaunchHandle("a1b2", 3, "1f3c-77")
+        >>> handle.worker_label(2)
+        '1f3c-77:2'
+    """
+
+    launch: str
+    count: int
+    external_id: str
+
+    def worker_label(self, index: int) -> str:
+        """How users see worker `index`: the launch's id, with the index when there are more.
+
+        Example:
+            >>> LaunchHandle("a1b2", 1, "job-9").worker_label(0)
+            'job-9'
+        """
+        return self.external_id if self.count == 1 else f"{self.external_id}:{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """One launcher error: when, during which operation, for which job, and what was said.
+
+    Example:
+        >>> when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+        >>> str(ErrorRecord(when, "SubmitJob", "job-9", "no such queue"))
+        '2026-01-02 03:04:05 SubmitJob job-9: no such queue'
+    """
+
+    time: datetime.datetime
+    operation: str
+    job: str | None
+    message: str
+
+    def __str__(self) -> str:
+        job = f" {self.job}" if self.job else ""
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {self.operation}{job}: {self.message}"
+
+
+WorkerKey = tuple[str, int]
+"""A launched worker: its launch id and its index in the launch."""
 
 
 class Launcher(abc.ABC):
     """Base class of launchers: subclass it to start workers somewhere new.
 
-    A subclass implements `launch`, `terminate` and `poll`; it may offer several resource
-    `levels` (e.g. memory 4, 8, 16 GiB), level 0 being the smallest.
+    A subclass implements `launch`, `poll` and `terminate`; it may offer several resource
+    `levels` (e.g. memory 4, 8, 16 GiB, level 0 the smallest) and cap how many workers one
+    launch may hold (`launch_size_max`). The controller calls it through `submit`, which runs
+    calls on up to `processes` threads of the launcher's own (None: at once, in the calling
+    thread, so that errors surface where they happen).
 
     Example:
         >>> class Nowhere(Launcher):
-        ...     def launch(self, request): return None
+        ...     def launch(self, request): return LaunchHandle(request.launch, request.count, "x")
+        ...     def poll(self, workers): return {}
         ...     def terminate(self, handle, indices=None): pass
-        ...     def poll(self, handle): return {}
-        >>> Nowhere().levels
-        1
+        >>> launcher = Nowhere()
+        >>> launcher.submit(len, "abc").result(), launcher.levels
+        (3, 1)
+        >>> launcher.close()
     """
 
-    def __init__(self) -> None:
-        self._errors: deque[str] = deque(maxlen=ERRORS_KEPT)
+    launch_size_max: int | None = None
+    """The most workers one launch may hold (None: no limit)."""
+
+    def __init__(self, processes: int | None = 4) -> None:
+        if processes is not None and (
+            isinstance(processes, bool) or not isinstance(processes, int) or processes < 1
+        ):
+            raise ValueError(f"processes must be an integer >= 1 or None, not {processes!r}")
+        self.processes = processes
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._errors: deque[ErrorRecord] = deque(maxlen=ERRORS_KEPT)
         self._errors_lock = threading.Lock()
 
     @property
@@ -75,51 +193,82 @@ class Launcher(abc.ABC):
         return "127.0.0.1"
 
     def describe_level(self, level: int) -> str:
-        """A short text of what a level means, for logs and summaries.
+        """A short text of what a level means, for logs and results (e.g. '4 GiB memory').
 
         Example:
-            >>> class One(Launcher):
-            ...     def launch(self, request): return None
-            ...     def terminate(self, handle, indices=None): pass
-            ...     def poll(self, handle): return {}
-            >>> One().describe_level(0)
+            >>> from batchcrew.launchers.local import LocalLauncher
+            >>> LocalLauncher().describe_level(0)
             'level 0'
         """
         return f"level {level}"
 
     @abc.abstractmethod
-    def launch(self, request: LaunchRequest) -> Any:
-        """Start `request.count` workers; return a handle for `terminate` and `poll`."""
+    def launch(self, request: LaunchRequest) -> LaunchHandle:
+        """Start `request.count` workers; return the handle `poll` and `terminate` take."""
 
     @abc.abstractmethod
-    def terminate(self, handle: Any, indices: Sequence[int] | None = None) -> None:
-        """Stop the workers of a launch (`indices`: only those; None: all of them)."""
+    def poll(self, workers: Mapping[LaunchHandle, Sequence[int]]) -> dict[WorkerKey, WorkerStatus]:
+        """The state of the given workers of many launches, read in as few calls as possible.
+
+        Keys are `(launch, index)`; a worker the launcher cannot find is left out.
+        """
 
     @abc.abstractmethod
-    def poll(self, handle: Any) -> dict[int, str]:
-        """Workers of a launch that have ended, by index, with the reason they ended."""
+    def terminate(self, handle: LaunchHandle, indices: Sequence[int] | None = None) -> None:
+        """Stop workers of a launch (`indices`: only those; None: all), queued ones included."""
 
-    def close(self) -> None:  # noqa: B027 (optional hook, empty by default)
-        """Release what the launcher holds (thread pools, clients). Called at controller end."""
+    def submit(self, call: Callable[..., T], *args: object) -> concurrent.futures.Future[T]:
+        """Run `call(*args)` the way this launcher runs its calls; return its future.
 
-    def record_error(self, message: str) -> None:
+        Example:
+            >>> from batchcrew.launchers.local import LocalLauncher
+            >>> launcher = LocalLauncher(processes=None)
+            >>> launcher.submit(divmod, 7, 2).result()
+            (3, 1)
+        """
+        if self.processes is None:
+            done: concurrent.futures.Future[T] = concurrent.futures.Future()
+            try:
+                done.set_result(call(*args))
+            except Exception as error:  # noqa: BLE001 (the caller reads it from the future)
+                done.set_exception(error)
+            return done
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.processes, thread_name_prefix="batchcrew-launcher"
+                )
+            return self._pool.submit(call, *args)
+
+    def close(self) -> None:
+        """Wait for calls under way, then release the threads (the controller calls it last)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def record_error(self, operation: str, message: str, job: str | None = None) -> None:
         """Keep an error for `errors()` and log it.
 
         Example:
-            >>> class One(Launcher):
-            ...     def launch(self, request): return None
-            ...     def terminate(self, handle, indices=None): pass
-            ...     def poll(self, handle): return {}
-            >>> launcher = One()
-            >>> launcher.record_error("launch 1: no capacity")
-            >>> launcher.errors()
-            ['launch 1: no capacity']
+            >>> from batchcrew.launchers.local import LocalLauncher
+            >>> launcher = LocalLauncher()
+            >>> launcher.record_error("launch", "no capacity", job="a1b2")
+            >>> launcher.errors()[0].message
+            'no capacity'
         """
-        logger.warning("%s", message)
+        record = ErrorRecord(datetime.datetime.now(datetime.UTC), operation, job, message)
+        logger.warning("%s", record)
         with self._errors_lock:
-            self._errors.append(message)
+            self._errors.append(record)
 
-    def errors(self) -> list[str]:
-        """The most recent launch and termination errors, oldest first."""
+    def errors(self) -> list[ErrorRecord]:
+        """The latest launch, poll and termination errors, oldest first.
+
+        Example:
+            >>> from batchcrew.launchers.local import LocalLauncher
+            >>> LocalLauncher().errors()
+            []
+        """
         with self._errors_lock:
             return list(self._errors)
