@@ -62,7 +62,7 @@ class WorkerStatus:
             >>> WorkerStatus("ended", "Essential container exited", 1).describe()
             'ended: Essential container exited (exit code 1)'
         """
-        text = self.phase
+        text: str = self.phase
         if self.reason:
             text += f": {self.reason}"
         if self.exit_code is not None:
