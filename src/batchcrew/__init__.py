@@ -18,6 +18,7 @@ from batchcrew.lazy import lazy_exports
 from batchcrew.version import __version__
 
 if TYPE_CHECKING:
+    from batchcrew import aws, localbatch
     from batchcrew.controller import Controller
     from batchcrew.errors import (
         AWSError,
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from batchcrew.tls import TLS
 
 _HOMES = {
+    "aws": "batchcrew.aws",
+    "localbatch": "batchcrew.localbatch",
     "Controller": "batchcrew.controller",
     "ControllerExecutor": "batchcrew.executor",
     "AWSError": "batchcrew.errors",
@@ -69,6 +72,8 @@ __all__ = [
     "TaskError",
     "TerminatedError",
     "__version__",
+    "aws",
+    "localbatch",
 ]
 
 

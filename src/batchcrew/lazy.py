@@ -14,17 +14,22 @@ def lazy_exports(
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """`__getattr__` and `__dir__` for `package`, loading each name from its home module.
 
+    A name whose home is the package's own submodule of that name is the submodule itself.
+
     Example:
         >>> get, names = lazy_exports("batchcrew", {"TLS": "batchcrew.tls"})
         >>> get("TLS").__name__, "TLS" in names()
         ('TLS', True)
+        >>> lazy_exports("batchcrew", {"aws": "batchcrew.aws"})[0]("aws").__name__
+        'batchcrew.aws'
     """
 
     def get(name: str) -> Any:
         home = homes.get(name)
         if home is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(home), name)
+        module = importlib.import_module(home)
+        value = module if home == f"{package}.{name}" else getattr(module, name)
         setattr(sys.modules[package], name, value)  # found directly from now on
         return value
 

@@ -1,0 +1,58 @@
+"""`bc.aws.controller()`: a Controller wired to a BatchLauncher (aws.batch_controller)."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+
+import pytest
+
+import batchcrew as bc
+from batchcrew.aws.config import AWSConfig
+
+AWS = AWSConfig(
+    region="us-east-1", credentials={"aws_access_key_id": "k", "aws_secret_access_key": "s"}
+)
+
+
+def test_the_controller_launches_batch_jobs_with_the_options_given() -> None:
+    options = bc.aws.Options("defn", "queue", memory=[4, 8, 16])
+    crew = bc.aws.controller(
+        name="my_workflow", workers=16, port=5000, processes=None, options=options, aws=AWS
+    )
+    assert isinstance(crew, bc.Controller)
+    assert isinstance(crew.launcher, bc.aws.BatchLauncher)
+    assert crew.launcher.options is options
+    assert crew.launcher.aws is AWS
+    assert crew.launcher.processes is None
+    assert crew.launcher.levels == 3
+    assert (crew.name, crew.workers, crew.port) == ("my_workflow", 16, 5000)
+
+
+def test_the_controller_listens_on_this_machines_own_address_unless_told() -> None:
+    options = bc.aws.Options("defn", "queue")
+    crew = bc.aws.controller(options=options, aws=AWS)
+    assert not ipaddress.ip_address(crew.host).is_loopback
+    assert bc.aws.controller(host="10.0.0.5", options=options, aws=AWS).host == "10.0.0.5"
+
+
+def test_options_are_required_and_must_be_options() -> None:
+    with pytest.raises(TypeError, match="options"):
+        bc.aws.controller(aws=AWS)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"batchcrew\.aws\.Options"):
+        bc.aws.controller(options={"job_queue": "q"}, aws=AWS)  # type: ignore[arg-type]
+
+
+def test_aws_names_load_on_first_use_without_boto3_for_the_package_alone() -> None:
+    probe = (
+        "import sys, batchcrew as bc; bc.aws; bc.localbatch; "
+        "loaded = [m for m in ('boto3', 'pandas', 'moto') if m in sys.modules]; "
+        "import batchcrew.aws.batch_controller; "
+        "print(loaded, bc.aws.Options.__name__, callable(bc.aws.controller), "
+        "bc.localbatch.LocalBatch.__name__)"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert output == "[] Options True LocalBatch"
