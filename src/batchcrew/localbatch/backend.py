@@ -18,6 +18,7 @@ import sys
 import threading
 
 from batchcrew.localbatch.engine import LOOPBACK, Engine
+from batchcrew.localbatch.motojobs import MotoJobs
 
 logger = logging.getLogger("batchcrew.localbatch.backend")
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal_number, lambda number, frame: stopping.set())
     threading.Thread(target=_watch_parent, args=(stopping, parent_gone), daemon=True).start()
 
-    engine = Engine(workdir=arguments.workdir).start()
+    engine = Engine(workdir=arguments.workdir, jobs=MotoJobs()).start()
     try:
         # moto's job threads each build a docker client with docker.from_env() at run time.
         os.environ["DOCKER_HOST"] = engine.docker_host
