@@ -18,7 +18,7 @@ import sys
 import threading
 
 from batchcrew.localbatch.engine import LOOPBACK, Engine
-from batchcrew.localbatch.motojobs import MotoJobs
+from batchcrew.localbatch.motojobs import MotoJobs, array_parents_end_their_children
 
 logger = logging.getLogger("batchcrew.localbatch.backend")
 
@@ -34,9 +34,10 @@ def _watch_parent(stopping: threading.Event, parent_gone: threading.Event) -> No
 
 def _import_backends() -> None:
     # moto imports a service's code on its first request, and EC2's takes about a second;
-    # importing it now overlaps that with the parent making its clients.
+    # importing it now overlaps that with the parent making its clients. moto's Batch comes
+    # first, amended before the parent can have submitted a job.
     try:
-        import moto.batch.models
+        array_parents_end_their_children()
         import moto.ec2.models
         import moto.iam.models
         import moto.logs.models  # noqa: F401

@@ -1,21 +1,23 @@
-"""What the local engine needs from moto's Batch jobs that moto does not send it, and back.
+"""Where moto's Batch falls short of AWS's for batchcrew's workers, the local Batch makes up.
 
-moto creates a job's container without its memory and reads back only the exit status. This
+moto creates a job's container without its memory and reads back only the exit status: this
 module reads a job's memory from moto's in-process record of it (by `AWS_BATCH_JOB_ID`), and
-records on the job's last attempt what AWS records there: the container's exit code and, after
-a kill for memory, AWS's reason. Only the process that hosts moto's server uses it; it changes
-nothing else of moto.
+records on the job's last attempt what AWS records there, the container's exit code and, after
+a kill for memory, AWS's reason. And moto ends only an array's parent when asked to cancel or
+terminate it: `array_parents_end_their_children` makes it end the children too, as AWS does.
+Only the process that hosts moto's server uses this module.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 logger = logging.getLogger("batchcrew.localbatch.motojobs")
 
-__all__ = ["OUT_OF_MEMORY_REASON", "MotoJobs"]
+__all__ = ["OUT_OF_MEMORY_REASON", "MotoJobs", "array_parents_end_their_children"]
 
 OUT_OF_MEMORY_REASON = "OutOfMemoryError: Container killed due to memory usage"
 """AWS's `container.reason` for a container killed for using more memory than it had."""
@@ -84,3 +86,33 @@ def _memory_mebibytes(container: Mapping[str, Any]) -> int:
         if str(requirement.get("type", "")).upper() == "MEMORY":
             return int(float(requirement["value"]))
     return int(float(container.get("memory") or 0))
+
+
+def array_parents_end_their_children() -> None:
+    """Make moto's CancelJob and TerminateJob of an array job end its children too.
+
+    AWS documents that cancelling or terminating a parent array job cancels or terminates all
+    its children; moto marks the parent only, and its children run on.
+
+    Example:
+        >>> array_parents_end_their_children()  # doctest: +SKIP
+    """
+    from moto.batch.models import BatchBackend
+
+    for name in ("cancel_job", "terminate_job"):
+        end = getattr(BatchBackend, name)
+        if not getattr(end, "ends_children", False):
+            setattr(BatchBackend, name, _ending_children(end))
+
+
+def _ending_children(end: Callable[[Any, str, str], None]) -> Callable[[Any, str, str], None]:
+    @functools.wraps(end)
+    def ending_children(backend: Any, job_id: str, reason: str) -> None:
+        end(backend, job_id, reason)
+        job = backend.get_job_by_id(job_id)
+        size = (getattr(job, "array_properties", None) or {}).get("size", 0)
+        for index in range(size):
+            end(backend, f"{job_id}:{index}", reason)
+
+    ending_children.ends_children = True  # type: ignore[attr-defined]
+    return ending_children
