@@ -17,7 +17,7 @@ from batchcrew.localbatch.engine import Engine
 from batchcrew.localbatch.memory import AddressSpaceLimits, detect_memory_limits
 from tests.support.engine import EngineProcess, wait_for_output
 from tests.support.polling import wait_until
-from tests.support.processes import process_alive, wait_until_gone
+from tests.support.processes import memory_cgroup, memory_limit, process_alive, wait_until_gone
 
 MEBIBYTE = 2**20
 SLEEP = "import time; time.sleep(60)"
@@ -68,18 +68,13 @@ def run(client: docker.DockerClient, code: str, **options: Any) -> Any:
 
 
 def container_cgroup(pid: int, engine_pid: int) -> Path | None:
-    """The memory cgroup of process `pid` once it is below the engine's, from /proc/<pid>/cgroup.
+    """The memory cgroup of process `pid` once it is below the engine's.
 
     The shell in front of the command moves itself there first, so it may not be there yet.
     """
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        hierarchy, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(",") or (hierarchy == "0" and not controllers):
-            mount = "/sys/fs/cgroup/memory" if controllers else "/sys/fs/cgroup"
-            cgroup = Path(mount, path.lstrip("/"))
-            if cgroup.parent.name == f"batchcrew-engine-{engine_pid}":
-                return cgroup
-    return None
+    cgroup = memory_cgroup(pid)
+    engine_cgroup = f"batchcrew-engine-{engine_pid}"
+    return cgroup if cgroup is not None and cgroup.parent.name == engine_cgroup else None
 
 
 @needs_cgroups
@@ -113,9 +108,7 @@ def test_each_run_has_its_own_cgroup_of_its_size_removed_at_exit(
     pid = container.attrs["State"]["Pid"]
     cgroup = wait_until(lambda: container_cgroup(pid, engine_process.pid))
     assert cgroup.name == container.id[:16]
-    limit = cgroup / "memory.limit_in_bytes"
-    if limit.exists():  # cgroup v1; v2 calls it memory.max
-        assert int(limit.read_text()) == 512 * MEBIBYTE
+    assert memory_limit(pid) == 512 * MEBIBYTE
     container.kill()
     assert container.wait(timeout=30)["StatusCode"] == 137
     container.reload()
