@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from batchcrew.localbatch import LocalBatch
-from batchcrew.localbatch.memory import detect_memory_limits
 from batchcrew.localbatch.motojobs import OUT_OF_MEMORY_REASON
 from tests.support.batch_jobs import clients, log_messages, submit_python, summary, wait_for_status
+from tests.support.processes import memory_cgroups_allowed
 
 TOUCH_600_MB = "data = b'x' * (600 * 2**20); print('touched', len(data) // 2**20, 'MB')"
 OWN_LIMIT = (
@@ -24,14 +24,8 @@ OWN_LIMIT = (
 )
 
 
-def cgroups_here() -> bool:
-    limits = detect_memory_limits()
-    limits.close()
-    return limits.kind.startswith("cgroup")
-
-
 pytestmark = pytest.mark.skipif(
-    not cgroups_here(), reason="this machine lets no memory cgroup be made"
+    not memory_cgroups_allowed(), reason="this machine lets no memory cgroup be made"
 )
 
 

@@ -17,7 +17,13 @@ from batchcrew.localbatch.engine import Engine
 from batchcrew.localbatch.memory import AddressSpaceLimits, detect_memory_limits
 from tests.support.engine import EngineProcess, wait_for_output
 from tests.support.polling import wait_until
-from tests.support.processes import memory_cgroup, memory_limit, process_alive, wait_until_gone
+from tests.support.processes import (
+    memory_cgroup,
+    memory_cgroups_allowed,
+    memory_limit,
+    process_alive,
+    wait_until_gone,
+)
 
 MEBIBYTE = 2**20
 SLEEP = "import time; time.sleep(60)"
@@ -36,14 +42,8 @@ def touch(megabytes: int) -> str:
     )
 
 
-def cgroups_here() -> bool:
-    limits = detect_memory_limits()
-    limits.close()
-    return limits.kind.startswith("cgroup")
-
-
 needs_cgroups = pytest.mark.skipif(
-    not cgroups_here(), reason="this machine lets no memory cgroup be made"
+    not memory_cgroups_allowed(), reason="this machine lets no memory cgroup be made"
 )
 
 

@@ -96,3 +96,12 @@ def memory_limit(pid: int) -> int | None:
             text = (cgroup / name).read_text().strip()
             return None if text == "max" else int(text)
     return None
+
+
+def memory_cgroups_allowed() -> bool:
+    """Whether this machine lets the local engine limit memory with cgroups (not RLIMIT_AS)."""
+    from batchcrew.localbatch.memory import detect_memory_limits
+
+    limits = detect_memory_limits()
+    limits.close()
+    return limits.kind.startswith("cgroup")

@@ -324,11 +324,7 @@ def retry_strategy_request(value: object) -> dict[str, Any] | None:
             "retry_strategy must be a mapping such as {'attempts': 2}, "
             f"not {type(value).__name__}"
         )
-    unknown = sorted(set(value) - {"attempts", "evaluateOnExit"})
-    if unknown:
-        raise ValueError(
-            f"retry_strategy has unknown keys {unknown}; allowed keys: attempts, evaluateOnExit"
-        )
+    _check_keys("retry_strategy", value, ("attempts", "evaluateOnExit"))
     strategy: dict[str, Any] = {}
     if "attempts" in value:
         strategy["attempts"] = check_int(
@@ -351,12 +347,7 @@ def _evaluate_on_exit(condition: object) -> dict[str, str]:
     argument = "retry_strategy['evaluateOnExit']"
     if not isinstance(condition, Mapping):
         raise TypeError(f"{argument} must hold mappings, not {type(condition).__name__}")
-    unknown = sorted(set(condition) - set(_EVALUATE_ON_EXIT_KEYS))
-    if unknown:
-        raise ValueError(
-            f"{argument} has unknown keys {unknown}; allowed keys: "
-            f"{', '.join(_EVALUATE_ON_EXIT_KEYS)}"
-        )
+    _check_keys(argument, condition, _EVALUATE_ON_EXIT_KEYS)
     action = condition.get("action")
     if not isinstance(action, str) or action.upper() not in _RETRY_ACTIONS:
         raise ValueError(f"{argument}: action must be RETRY or EXIT, not {action!r}")
@@ -387,16 +378,18 @@ def extra_container_overrides(value: object) -> dict[str, Any] | None:
         return None
     if not isinstance(value, Mapping):
         raise TypeError(f"container_overrides must be a mapping, not {type(value).__name__}")
-    extra: dict[str, Any] = {}
-    for key, item in value.items():
+    for key in value:
         if key in _OVERRIDES_SET_BY_BATCHCREW:
             raise ValueError(
                 f"container_overrides must not set {key!r}: {_OVERRIDES_SET_BY_BATCHCREW[key]}"
             )
-        if key not in _OVERRIDES_PASSED_ON:
-            raise ValueError(
-                f"container_overrides has the unknown key {key!r}; allowed keys: "
-                f"{', '.join(_OVERRIDES_PASSED_ON)}"
-            )
-        extra[key] = check_text(f"container_overrides[{key!r}]", item)
-    return extra
+    _check_keys("container_overrides", value, _OVERRIDES_PASSED_ON)
+    return {key: check_text(f"container_overrides[{key!r}]", item) for key, item in value.items()}
+
+
+def _check_keys(argument: str, value: Mapping[Any, Any], allowed: Sequence[str]) -> None:
+    unknown = sorted(map(str, set(value) - set(allowed)))
+    if unknown:
+        raise ValueError(
+            f"{argument} has unknown keys {unknown}; allowed keys: {', '.join(allowed)}"
+        )
