@@ -216,11 +216,12 @@ class BatchLauncher(Launcher):
             >>> launcher.terminate(launch, [3])  # doctest: +SKIP
         """
         launch = _batch_launch(handle)
-        chosen = set(range(launch.count)) if indices is None else set(indices)
-        targets = [launch.job_id(index) for index in sorted(chosen)]
-        if chosen == set(range(launch.count)):
-            targets = [launch.external_id]
-        if targets:
+        every = set(range(launch.count))
+        chosen = every if indices is None else set(indices)
+        if chosen == every:
+            self._jobs.end([launch.external_id], TERMINATE_REASON)
+        elif chosen:
+            targets = [launch.job_id(index) for index in sorted(chosen)]
             self._jobs.end(targets, TERMINATE_REASON)
 
 

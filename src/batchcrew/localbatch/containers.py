@@ -1,8 +1,8 @@
 """A container of the local engine: one command run as a local process in its own process group.
 
 Owns a container's life (created, running, exited, removed), its process group, its captured
-output and its exit status as Docker reports it. It must not speak HTTP nor decide what the
-environment holds.
+output and its exit status as Docker reports it, a kill for memory included (the limit itself is
+`memory.py`'s). It must not speak HTTP nor decide what the environment holds.
 """
 
 from __future__ import annotations
