@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from tests.support.polling import wait_until
 
@@ -70,3 +71,37 @@ def wait_until_gone(pids: Iterable[int], seconds: float = 10.0) -> None:
         wait_until(lambda: not alive(watched), seconds)
     except AssertionError:
         raise AssertionError(f"still alive after {seconds} s: {sorted(alive(watched))}") from None
+
+
+def memory_cgroup(pid: int) -> Path | None:
+    """The directory of process `pid`'s memory cgroup (v1, else v2), where it is mounted usually."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory", path.lstrip("/"))
+        if (
+            hierarchy == "0"
+            and not controllers
+            and Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        ):
+            return Path("/sys/fs/cgroup", path.lstrip("/"))
+    return None
+
+
+def memory_limit(pid: int) -> int | None:
+    """The memory limit of process `pid`'s cgroup in bytes (None: none, or no cgroup)."""
+    cgroup = memory_cgroup(pid)
+    for name in ("memory.limit_in_bytes", "memory.max"):
+        if cgroup is not None and (cgroup / name).exists():
+            text = (cgroup / name).read_text().strip()
+            return None if text == "max" else int(text)
+    return None
+
+
+def memory_cgroups_allowed() -> bool:
+    """Whether this machine lets the local engine limit memory with cgroups (not RLIMIT_AS)."""
+    from batchcrew.localbatch.memory import detect_memory_limits
+
+    limits = detect_memory_limits()
+    limits.close()
+    return limits.kind.startswith("cgroup")

@@ -31,6 +31,8 @@ __all__ = [
     "check_string_map",
     "check_text",
     "environment_list",
+    "extra_container_overrides",
+    "retry_strategy_request",
     "shared_request_fields",
     "timeout_request",
 ]
@@ -54,6 +56,19 @@ _NAME_RULE = "1 to 128 letters, digits, '-' or '_'"
 _ROLE_ARN = re.compile(r"^arn:[a-z0-9-]+:iam::\d{12}:role/\S+$")
 _SECONDS_TIMEOUT_MIN = 60
 _RESERVED_ENVIRONMENT_PREFIX = "AWS_BATCH"
+_RETRY_ATTEMPTS_MAX = 10
+_EVALUATE_ON_EXIT_MAX = 5
+_EVALUATE_ON_EXIT_KEYS = ("action", "onStatusReason", "onReason", "onExitCode")
+_EVALUATE_ON_EXIT_TEXT_MAX = 512
+_RETRY_ACTIONS = ("RETRY", "EXIT")
+_OVERRIDES_SET_BY_BATCHCREW = {
+    "command": "the worker command is batchcrew's",
+    "environment": "give variables with environment=",
+    "resourceRequirements": "give resources with cpus=, gpus= and memory=",
+    "vcpus": "give resources with cpus=",
+    "memory": "give resources with memory=",
+}
+_OVERRIDES_PASSED_ON = ("instanceType",)
 
 
 def check_text(argument: str, value: object) -> str:
@@ -332,3 +347,93 @@ def check_platform(value: object) -> str:
             f"not {value!r}"
         )
     return platform
+
+
+def retry_strategy_request(value: object) -> dict[str, Any] | None:
+    """None, or AWS's `retryStrategy` shape checked against its documented limits.
+
+    `attempts` is 1 to 10; `evaluateOnExit` holds up to 5 conditions, each with an `action`
+    (`RETRY` or `EXIT`, any case) and optional `onStatusReason`, `onReason` and `onExitCode`
+    patterns of at most 512 characters.
+
+    Example:
+        >>> retry_strategy_request({"attempts": 2, "evaluateOnExit": [
+        ...     {"action": "retry", "onStatusReason": "Host EC2*"}]})
+        {'attempts': 2, 'evaluateOnExit': [{'action': 'RETRY', 'onStatusReason': 'Host EC2*'}]}
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            "retry_strategy must be a mapping such as {'attempts': 2}, "
+            f"not {type(value).__name__}"
+        )
+    _check_keys("retry_strategy", value, ("attempts", "evaluateOnExit"))
+    strategy: dict[str, Any] = {}
+    if "attempts" in value:
+        strategy["attempts"] = check_int(
+            "retry_strategy['attempts']", value["attempts"], 1, _RETRY_ATTEMPTS_MAX
+        )
+    if "evaluateOnExit" in value:
+        conditions = value["evaluateOnExit"]
+        if isinstance(conditions, (str, bytes)) or not isinstance(conditions, Sequence):
+            raise TypeError("retry_strategy['evaluateOnExit'] must be a list of mappings")
+        if len(conditions) > _EVALUATE_ON_EXIT_MAX:
+            raise ValueError(
+                f"retry_strategy['evaluateOnExit'] may hold at most {_EVALUATE_ON_EXIT_MAX} "
+                f"conditions, not {len(conditions)}"
+            )
+        strategy["evaluateOnExit"] = [_evaluate_on_exit(condition) for condition in conditions]
+    return strategy
+
+
+def _evaluate_on_exit(condition: object) -> dict[str, str]:
+    argument = "retry_strategy['evaluateOnExit']"
+    if not isinstance(condition, Mapping):
+        raise TypeError(f"{argument} must hold mappings, not {type(condition).__name__}")
+    _check_keys(argument, condition, _EVALUATE_ON_EXIT_KEYS)
+    action = condition.get("action")
+    if not isinstance(action, str) or action.upper() not in _RETRY_ACTIONS:
+        raise ValueError(f"{argument}: action must be RETRY or EXIT, not {action!r}")
+    checked = {"action": action.upper()}
+    for key in _EVALUATE_ON_EXIT_KEYS[1:]:
+        if key in condition:
+            pattern = check_text(f"{argument}[{key!r}]", condition[key])
+            if len(pattern) > _EVALUATE_ON_EXIT_TEXT_MAX:
+                raise ValueError(
+                    f"{argument}[{key!r}] must have at most {_EVALUATE_ON_EXIT_TEXT_MAX} characters"
+                )
+            checked[key] = pattern
+    return checked
+
+
+def extra_container_overrides(value: object) -> dict[str, Any] | None:
+    """None, or the `containerOverrides` members batchcrew passes on as they are.
+
+    batchcrew writes the command, the environment and the resources of its jobs itself, so
+    those members are refused with a pointer to the argument that sets them; of the others,
+    `instanceType` (for multi-node jobs) is passed on.
+
+    Example:
+        >>> extra_container_overrides({"instanceType": "c5.xlarge"})
+        {'instanceType': 'c5.xlarge'}
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"container_overrides must be a mapping, not {type(value).__name__}")
+    for key in value:
+        if key in _OVERRIDES_SET_BY_BATCHCREW:
+            raise ValueError(
+                f"container_overrides must not set {key!r}: {_OVERRIDES_SET_BY_BATCHCREW[key]}"
+            )
+    _check_keys("container_overrides", value, _OVERRIDES_PASSED_ON)
+    return {key: check_text(f"container_overrides[{key!r}]", item) for key, item in value.items()}
+
+
+def _check_keys(argument: str, value: Mapping[Any, Any], allowed: Sequence[str]) -> None:
+    unknown = sorted(map(str, set(value) - set(allowed)))
+    if unknown:
+        raise ValueError(
+            f"{argument} has unknown keys {unknown}; allowed keys: {', '.join(allowed)}"
+        )

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from batchcrew.localbatch.corrections import install as install_corrections
 from batchcrew.localbatch.engine import LOOPBACK, Engine
+from batchcrew.localbatch.motojobs import MotoJobs
 
 logger = logging.getLogger("batchcrew.localbatch.backend")
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal_number, lambda number, frame: stopping.set())
     threading.Thread(target=_watch_parent, args=(stopping, parent_gone), daemon=True).start()
 
-    engine = Engine(workdir=arguments.workdir).start()
+    engine = Engine(workdir=arguments.workdir, jobs=MotoJobs()).start()
     # Batch's backend takes about a second to import: patch it while moto's server starts, and
     # before any request can reach it.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corrections")
