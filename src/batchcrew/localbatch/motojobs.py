@@ -8,9 +8,8 @@ a kill for memory, AWS's reason. Only the process that hosts moto's server uses 
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 logger = logging.getLogger("batchcrew.localbatch.motojobs")
