@@ -107,6 +107,8 @@ class BatchLauncher(Launcher):
     """
 
     launch_size_max = ARRAY_SIZE_MAX
+    seconds_poll = 5.0  # DescribeJobs for workers not connected yet; a connected one's socket
+    # says when it ends, and a lost one is asked about at once
 
     def __init__(
         self, options: Options, aws: AWSConfig | None = None, processes: int | None = 4
