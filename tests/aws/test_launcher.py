@@ -1,7 +1,7 @@
 """The AWS Batch launcher on the local Batch: real jobs whose workers run as local processes.
 
-The workers dial a loopback port where nobody listens: with a short `BATCHCREW_SECONDS_TIMEOUT`
-they give up at once (exit code 3), with a long one they keep running until terminated
+Workers that dial a loopback port where nobody listens give up within seconds (exit code 3);
+workers that dial a port that listens but never answers keep waiting until terminated
 (aws.launcher).
 """
 
@@ -30,6 +30,15 @@ def refused_port() -> Iterator[int]:
     with socket.socket() as reserved:
         reserved.bind(("127.0.0.1", 0))
         yield reserved.getsockname()[1]
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that takes connections and never says a word: workers wait on it."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        yield silent.getsockname()[1]
 
 
 @pytest.fixture
@@ -108,9 +117,9 @@ def test_workers_that_cannot_connect_end_and_their_launches_are_read_together(
 
 
 def test_running_workers_have_their_levels_memory_and_are_ended_together(
-    local_batch: LocalBatch, launcher: BatchLauncher, refused_port: int
+    local_batch: LocalBatch, launcher: BatchLauncher, silent_port: int
 ) -> None:
-    launch = launcher.launch(request(refused_port, count=3, seconds_timeout=120, level=1))
+    launch = launcher.launch(request(silent_port, count=3, seconds_timeout=120, level=1))
     statuses = poll_until(launcher, [launch], lambda status: status.phase == "running")
     assert set(statuses.values()) == {WorkerStatus("running")}
     pids = running_pids(local_batch, launch)
@@ -130,9 +139,9 @@ def test_running_workers_have_their_levels_memory_and_are_ended_together(
 
 
 def test_some_workers_of_a_launch_are_ended_and_the_others_run_on(
-    local_batch: LocalBatch, launcher: BatchLauncher, refused_port: int
+    local_batch: LocalBatch, launcher: BatchLauncher, silent_port: int
 ) -> None:
-    launch = launcher.launch(request(refused_port, count=3, seconds_timeout=120))
+    launch = launcher.launch(request(silent_port, count=3, seconds_timeout=120))
     poll_until(launcher, [launch], lambda status: status.phase == "running")
     pids = running_pids(local_batch, launch)
     launcher.terminate(launch, [1])
@@ -151,11 +160,11 @@ def test_some_workers_of_a_launch_are_ended_and_the_others_run_on(
 
 
 def test_queued_workers_are_ended_before_they_start(
-    local_batch: LocalBatch, launcher: BatchLauncher, refused_port: int
+    local_batch: LocalBatch, launcher: BatchLauncher, silent_port: int
 ) -> None:
     # Jobs stay a second in each state before RUNNING: end them while they wait.
     seconds_per_job_state(local_batch, 1)
-    launch = launcher.launch(request(refused_port, count=2, seconds_timeout=120))
+    launch = launcher.launch(request(silent_port, count=2, seconds_timeout=120))
     statuses = launcher.poll({launch: [0, 1]})
     assert {status.phase for status in statuses.values()} == {"queued"}
     launcher.terminate(launch)

@@ -120,3 +120,11 @@ def mark_initialized(folder: str) -> None:
 def initialized_pid(_: object) -> int:
     time.sleep(0.01)  # long enough for both workers to take some
     return os.getpid()
+
+
+def allocate_and_touch(megabytes: int) -> int:
+    """Hold `megabytes` of memory, every page written, for a moment; return the size."""
+    block = bytearray(megabytes * 2**20)
+    for start in range(0, len(block), 4096):
+        block[start] = 1
+    return megabytes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,12 +147,17 @@ class BatchLauncher(Launcher):
         return self._options.describe_level(level)
 
     def default_host(self) -> str:
-        """This machine's own address on its network, which jobs in the same VPC can reach.
+        """This machine's own address on its network, which jobs in the same VPC can reach; on
+        a local Batch (an endpoint on this machine) its jobs run here too: 127.0.0.1.
 
         Example:
-            >>> launcher.default_host()  # doctest: +SKIP
-            '10.0.3.17'
+            >>> local = AWSConfig(region="us-east-1", endpoint_url="http://127.0.0.1:5000")
+            >>> BatchLauncher(Options("defn", "queue"), aws=local).default_host()
+            '127.0.0.1'
         """
+        endpoint = urllib.parse.urlsplit(self.aws.endpoint_url or "").hostname
+        if endpoint in ("localhost", "127.0.0.1", "::1"):
+            return "127.0.0.1"
         return own_address()
 
     def launch(self, request: LaunchRequest) -> BatchLaunch:
