@@ -97,8 +97,10 @@ def running_pids(local: LocalBatch, launch: BatchLaunch) -> dict[int, int]:
 def test_workers_that_cannot_connect_end_and_their_launches_are_read_together(
     local_batch: LocalBatch, launcher: BatchLauncher, refused_port: int
 ) -> None:
-    array = launcher.launch(request(refused_port, count=3, seconds_timeout=0.5))
-    single = launcher.launch(request(refused_port, count=1, seconds_timeout=0.5, launch="c3d4"))
+    # A long timeout: where nothing listens, the controller is gone, and workers leave within
+    # seconds all the same (an orphaned job costs little).
+    array = launcher.launch(request(refused_port, count=3, seconds_timeout=600))
+    single = launcher.launch(request(refused_port, count=1, seconds_timeout=600, launch="c3d4"))
     assert (array.count, single.count, single.job_id(0)) == (3, 1, single.external_id)
     statuses = poll_until(launcher, [array, single], lambda status: status.ended)
     assert set(statuses) == {("a1b2", 0), ("a1b2", 1), ("a1b2", 2), ("c3d4", 0)}
