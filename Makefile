@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test soak lint bench clean
+.PHONY: demo demo-aws test soak lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
+
+demo-aws: $(STAMP)
+	$(PY) examples/demo_aws.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples conftest.py

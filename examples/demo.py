@@ -27,17 +27,18 @@ def bootstrap_mean(replicate: int, draws: int = 2_000) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def run(crew: bc.Controller) -> None:
+    """Run the 200 simulations on `crew` and print what came back and who ran it."""
     console = Console()
     started = time.perf_counter()
-    with bc.Controller(workers=4, seconds_idle=10, seed=2024) as crew:
+    with crew:
         results = crew.map(bootstrap_mean, range(200))
         seconds = time.perf_counter() - started
         summary = crew.summary()
 
     table = Table(title=f"First 8 of {len(results)} results ({seconds:.1f} s in all)")
-    for column in ("task", "status", "mean", "std. error", "seed", "worker"):
-        table.add_column(column)
+    for column in ("task", "status", "mean", "std. error", "worker"):
+        table.add_column(column, no_wrap=column == "worker")
     for result in results[:8]:
         value = result.value
         table.add_row(
@@ -45,7 +46,6 @@ def main() -> None:
             result.status,
             f"{value['mean']:.4f}",
             f"{value['standard_error']:.4f}",
-            str(result.seed),
             str(result.worker),
         )
     console.print(table)
@@ -57,12 +57,11 @@ def main() -> None:
     )
 
     workers = Table(title="Workers")
-    for column in ("worker", "pid", "status", "tasks", "seconds busy", "errors", "crashes"):
-        workers.add_column(column)
+    for column in ("worker", "status", "tasks", "seconds busy", "errors", "crashes"):
+        workers.add_column(column, no_wrap=column == "worker")
     for row in summary.itertuples():
         workers.add_row(
             row.worker,
-            str(row.pid),
             row.status,
             str(row.tasks),
             f"{row.seconds_busy:.2f}",
@@ -70,6 +69,10 @@ def main() -> None:
             str(row.crashes),
         )
     console.print(workers)
+
+
+def main() -> None:
+    run(bc.Controller(workers=4, seconds_idle=10, seed=2024))
 
 
 if __name__ == "__main__":

@@ -190,9 +190,10 @@ class Controller(TaskMethods):
     # ----- workers ----------------------------------------------------------------------
 
     def summary(self) -> pandas.DataFrame:
-        """One row per worker: host, pid, launch, level, status, tasks, busy time, errors, crashes.
+        """One row per worker: host, pid, launch, level, status, tasks, busy time, errors,
+        crashes, and for a worker that crashed, how it ended (its launcher's words).
 
-        Departed workers beyond the most recent thousand are added up in one last row.
+        Departed workers beyond the most recent thousand are added up in one first row.
 
         Example:
             >>> _ = crew.map(abs, [-1, -2])

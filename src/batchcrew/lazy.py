@@ -15,10 +15,14 @@ def lazy_exports(
     """`__getattr__` and `__dir__` for `package`, loading each name from its home module (a
     name whose home is `package.name` is that subpackage itself).
 
+    A name whose home is the package's own submodule of that name is the submodule itself.
+
     Example:
         >>> get, names = lazy_exports("batchcrew", {"TLS": "batchcrew.tls"})
         >>> get("TLS").__name__, "TLS" in names()
         ('TLS', True)
+        >>> lazy_exports("batchcrew", {"aws": "batchcrew.aws"})[0]("aws").__name__
+        'batchcrew.aws'
     """
 
     def get(name: str) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import signal
 import threading
 import weakref
 from collections.abc import Callable
@@ -161,6 +162,7 @@ class _ExitHook:
         with self.lock:
             self.lives.add(life)
             if not self.registered:
+                _exit_on_sigterm()
                 # The standard thread pools (which launchers use) register their own exit
                 # callback when their module loads; loaded first, it runs after this one.
                 importlib.import_module("concurrent.futures.thread")
@@ -180,6 +182,20 @@ class _ExitHook:
         for life in list(self.lives):
             with contextlib.suppress(Exception):
                 life.terminate()
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM end the program as Ctrl-C or the end of the script do, through the exit
+    hook, so that no job outlives a controller stopped by a scheduler or `kill` (only when no
+    handler is set already, and from the main thread, where handlers can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+def _raise_system_exit(signal_number: int, frame: object) -> None:
+    raise SystemExit(128 + signal_number)
 
 
 exit_hook = _ExitHook()

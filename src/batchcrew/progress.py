@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import TracebackType
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,7 +33,9 @@ class TaskProgress:
         (4, 1)
     """
 
-    def __init__(self, total: int, disable: bool = False) -> None:
+    def __init__(
+        self, total: int, disable: bool = False, console: Console | None = None
+    ) -> None:
         self.total = total
         self.done = 0
         self.failed = 0
@@ -46,6 +49,7 @@ class TaskProgress:
             TimeRemainingColumn(),
             transient=True,
             disable=disable,
+            console=console,
         )
         self._task: TaskID | None = None
 

@@ -57,6 +57,8 @@ class WorkerState:
     retiring: str | None = None
     exit_sent: bool = False
     status: Literal["connected", "exited", "crashed"] = "connected"
+    ending: str | None = None
+    """Why a crashed worker ended, in its launcher's words (out of memory, a host lost...)."""
 
     def take(self, name: str) -> TaskState | None:
         """Remove and return the held task of this name (None: it holds none)."""

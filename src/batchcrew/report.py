@@ -22,6 +22,7 @@ SUMMARY_COLUMNS = [
     "seconds_busy",
     "errors",
     "crashes",
+    "ending",
 ]
 
 
@@ -49,6 +50,7 @@ def summary_rows(scheduler: Scheduler) -> list[dict[str, Any]]:
                 "seconds_busy": earlier.seconds_busy,
                 "errors": earlier.errors,
                 "crashes": earlier.crashes,
+                "ending": None,
             }
         )
     rows += [_row(state) for state in scheduler.history]
@@ -68,4 +70,5 @@ def _row(state: WorkerState) -> dict[str, Any]:
         "seconds_busy": state.seconds_busy,
         "errors": state.errors,
         "crashes": int(state.status == "crashed"),
+        "ending": state.ending,
     }

@@ -278,6 +278,9 @@ class Scheduler:
         if waiting is None:
             return []
         task = waiting[0]
+        departed = self.departures.find(worker)
+        if departed is not None:
+            departed.ending = reason
         if self.tasks.get(task.spec.name) is not task:
             return []
         task.last_crash = reason

@@ -352,9 +352,14 @@ def _pickled_exception(exception: BaseException) -> bytes:
     return data if len(data) <= EXCEPTION_BYTES_MAX else b""
 
 
+SECONDS_REFUSED = 5.0
+"""How long a worker keeps dialing an address where nothing listens (its controller gone)."""
+
+
 def _connect(settings: WorkerSettings) -> Channel:
     """Connect (retrying until `seconds_timeout`), say HELLO, and wait to be welcomed."""
     deadline = time.monotonic() + settings.seconds_timeout
+    refused_until: float | None = None
     pause = 0.05
     while True:
         try:
@@ -364,6 +369,13 @@ def _connect(settings: WorkerSettings) -> Channel:
             break
         except CertificateMismatch:
             raise  # someone else answers at that address: trying again will not help
+        except ConnectionRefusedError:
+            # Nothing listens there: the controller is gone (it listens before it launches).
+            # Give it a few seconds, not the whole timeout, so an orphan job costs little.
+            if refused_until is None:
+                refused_until = time.monotonic() + SECONDS_REFUSED
+            if time.monotonic() >= min(deadline, refused_until):
+                raise
         except OSError:
             if time.monotonic() >= deadline:
                 raise

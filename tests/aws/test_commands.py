@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
-from typing import Any
+from typing import IO, Any
 
 from batchcrew.aws.monitor import Monitor
 from batchcrew.localbatch import LocalBatch
@@ -27,9 +28,12 @@ from tests.support.processes import group_members, wait_until_gone
 
 
 def batchcrew(
-    local_batch: LocalBatch, *arguments: str, **environment: str
+    local_batch: LocalBatch, *arguments: str, stderr: IO[bytes] | None = None, **environment: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m batchcrew ARGUMENTS`; keyword arguments set (or, if empty, drop) variables."""
+    """Run `python -m batchcrew ARGUMENTS`; keyword arguments set (or, if empty, drop) variables.
+
+    Standard output is a pipe, as in a script; so is standard error unless `stderr` is given.
+    """
     variables = {
         name: value
         for name, value in os.environ.items()
@@ -41,7 +45,6 @@ def batchcrew(
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true",
-            "COLUMNS": "200",  # tables as wide as a roomy terminal, not folded at 80
         }
     )
     for name, value in environment.items():
@@ -52,11 +55,37 @@ def batchcrew(
     return subprocess.run(
         [sys.executable, "-m", "batchcrew", *arguments],
         env=variables,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if stderr is None else stderr,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def batchcrew_with_terminal_stderr(local_batch: LocalBatch, *arguments: str) -> str:
+    """Run `python -m batchcrew ARGUMENTS` with standard error on a pseudo-terminal; return it."""
+    controller, terminal = pty.openpty()
+    try:
+        with open(terminal, "wb", closefd=False) as stderr:
+            result = batchcrew(local_batch, *arguments, stderr=stderr)
+        assert result.returncode == 0
+        os.close(terminal)
+        terminal = -1
+        output = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal side is closed and everything was read
+                break
+            if not chunk:
+                break
+            output += chunk
+        return output.decode(errors="replace")
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
 
 
 def json_of(result: subprocess.CompletedProcess[str]) -> Any:
@@ -138,7 +167,7 @@ def test_submit_list_status_and_terminate(local_batch: LocalBatch) -> None:
 
     seconds_per_job_state(local_batch, 60.0)  # jobs submitted from now on wait in SUBMITTED
     monitor = monitor_for(local_batch)
-    second = monitor.submit("second", sleeping_command())["id"].iloc[0]
+    second = monitor.submit(sleeping_command(), name="second")["id"].iloc[0]
     details = monitor.status(first)["details"].iloc[0]
     assert details["container"]["command"] == command
     assert {"name": "A", "value": "1"} in details["container"]["environment"]
@@ -158,7 +187,7 @@ def test_submit_list_status_and_terminate(local_batch: LocalBatch) -> None:
     ended = batchcrew(local_batch, "terminate", first, second)
     assert ended.returncode == 0, ended.stderr
     assert ended.stdout.startswith("asked AWS Batch to end 2 job(s)")
-    assert "Ending jobs" in ended.stderr  # the progress bar
+    assert ended.stderr == ""  # no progress bar: standard error is not a terminal
     job_states_at_full_speed(local_batch)
     wait_until(lambda: statuses_of(monitor, [first, second]) == {"failed"}, seconds=20)
     wait_until_gone(members)  # the running job's processes were killed
@@ -178,7 +207,7 @@ def test_submit_list_status_and_terminate(local_batch: LocalBatch) -> None:
 def test_terminate_all_reports_as_json(local_batch: LocalBatch) -> None:
     seconds_per_job_state(local_batch, 60.0)  # the jobs wait in SUBMITTED
     monitor = monitor_for(local_batch)
-    ids = {monitor.submit(f"job-{n}", sleeping_command())["id"].iloc[0] for n in range(3)}
+    ids = {monitor.submit(sleeping_command(), name=f"job-{n}")["id"].iloc[0] for n in range(3)}
     end_all = ["terminate", "--all", "--reason", "cleanup", "--json"]
     result = json_of(batchcrew(local_batch, *end_all))
     assert set(result["terminated"]) == ids
@@ -190,13 +219,14 @@ def test_terminate_all_reports_as_json(local_batch: LocalBatch) -> None:
 def test_logs_print_messages_or_say_why_there_are_none(local_batch: LocalBatch) -> None:
     monitor = monitor_for(local_batch)
     # The container cannot start, so the job fails without ever writing a log.
-    never_ran = monitor.submit("never-ran", ["batchcrew-test-no-such-program"])["id"].iloc[0]
+    never_ran = monitor.submit(["batchcrew-test-no-such-program"], name="never-ran")["id"].iloc[0]
     wait_until(lambda: statuses_of(monitor, [never_ran]) == {"failed"}, seconds=15)
     quiet = batchcrew(local_batch, "logs", never_ran)
     assert quiet.returncode == 0
     assert quiet.stdout == ""
     assert quiet.stderr.strip() == (
-        f"batchcrew: job {never_ran} is failed and has no log stream yet: AWS gives no reason"
+        f"batchcrew: job {never_ran} is failed and has no log stream, so there is no log to "
+        "read: AWS gives no reason"
     )
 
     code = "import os; print(os.environ['GREETING']); print('world')"
@@ -249,7 +279,7 @@ def test_bad_settings_and_arguments_fail_with_one_clear_line(local_batch: LocalB
         "--memory 2 --memory-units GiB"
     )
     fargate = one_line_failure(batchcrew(local_batch, *fargate_register.split()), "definitions")
-    assert "execution_role_arn: Fargate needs an execution role" in fargate
+    assert "--execution-role-arn: Fargate needs an execution role" in fargate
 
     lambda_register = "definitions register --definition defn --image alpine --platform lambda"
     platform = batchcrew(local_batch, *lambda_register.split())
@@ -258,6 +288,86 @@ def test_bad_settings_and_arguments_fail_with_one_clear_line(local_batch: LocalB
 
     both = one_line_failure(batchcrew(local_batch, "terminate", "some-id", "--all"), "terminate")
     assert "give job ids or --all, not both" in both
+
+
+def test_errors_name_the_options_the_user_typed(local_batch: LocalBatch) -> None:
+    short = one_line_failure(
+        batchcrew(local_batch, "submit", "--timeout", "30", "--", "true"), "submit"
+    )
+    assert short.endswith("--timeout must be at least 60, not 30")
+
+    spaced = one_line_failure(
+        batchcrew(local_batch, "jobs", "--definition", "my definition"), "jobs"
+    )
+    assert "--definition must be a name of 1 to 128 letters" in spaced
+    assert "not 'my definition'" in spaced
+
+    fargate = one_line_failure(
+        batchcrew(
+            local_batch,
+            *("definitions", "register", "--image", "a", "--platform", "fargate", "--cpus", "3"),
+        ),
+        "definitions",
+    )
+    assert "--cpus=3 is not a Fargate size" in fargate
+
+    # With no endpoint set, the region must be one of AWS Batch's.
+    mistyped = one_line_failure(
+        batchcrew(
+            local_batch,
+            *("jobs", "--region", "us-eats-1"),
+            BATCHCREW_ENDPOINT_URL="",
+            AWS_ENDPOINT_URL="",
+        ),
+        "jobs",
+    )
+    assert "--region must be a region of AWS Batch, not 'us-eats-1'; did you mean 'us-east-1'" in (
+        mistyped
+    )
+
+
+def test_terminate_reports_unknown_ids_and_fails_when_it_ends_nothing(
+    local_batch: LocalBatch,
+) -> None:
+    unknown = batchcrew(local_batch, "terminate", "no-such-job")
+    assert unknown.returncode == 1
+    assert unknown.stdout == ""
+    assert unknown.stderr == "no such job in us-east-1: no-such-job\n"
+
+    seconds_per_job_state(local_batch, 60.0)  # the job waits in SUBMITTED
+    waiting = monitor_for(local_batch).submit(sleeping_command())["id"].iloc[0]
+    mixed = batchcrew(local_batch, "terminate", waiting, "no-such-job", "--json")
+    assert json_of(mixed) == {"terminated": [waiting], "finished": [], "unknown": ["no-such-job"]}
+    job_states_at_full_speed(local_batch)
+    monitor = monitor_for(local_batch)
+    wait_until(lambda: statuses_of(monitor, [waiting]) == {"failed"}, seconds=20)
+
+    again = batchcrew(local_batch, "terminate", waiting)
+    assert again.returncode == 0
+    assert again.stdout == ""
+    assert again.stderr == f"already finished, nothing to end: {waiting}\n"
+
+
+def test_the_progress_bar_is_drawn_on_a_terminal_only(local_batch: LocalBatch) -> None:
+    seconds_per_job_state(local_batch, 60.0)  # the jobs wait in SUBMITTED
+    monitor = monitor_for(local_batch)
+    ids = [monitor.submit(sleeping_command())["id"].iloc[0] for _ in range(4)]
+    on_terminal = batchcrew_with_terminal_stderr(local_batch, "terminate", *ids[:2])
+    assert "Ending jobs" in on_terminal
+    as_json = batchcrew_with_terminal_stderr(local_batch, "terminate", *ids[2:], "--json")
+    assert "Ending jobs" not in as_json
+
+
+def test_piped_tables_keep_every_id_and_status_on_one_line(local_batch: LocalBatch) -> None:
+    monitor = monitor_for(local_batch)
+    name = "a-job-name-that-is-long-enough-to-need-wrapping-on-any-narrow-terminal"
+    job_id = monitor.submit(["python", "-c", "pass"], name=name)["id"].iloc[0]
+    wait_until(lambda: statuses_of(monitor, [job_id]) == {"succeeded"}, seconds=30)
+    for command in (["jobs"], ["status", job_id]):
+        table = batchcrew(local_batch, *command, COLUMNS="40")
+        assert table.returncode == 0, table.stderr
+        (line,) = [line for line in table.stdout.splitlines() if job_id in line]
+        assert "succeeded" in line and name in line
 
 
 def test_the_command_line_stays_light_for_the_worker() -> None:

@@ -211,3 +211,15 @@ def child_holds_the_connection_and_crash(record: str) -> None:
 def square_after(x: int, seconds: float) -> int:
     time.sleep(seconds)
     return x * x
+
+
+def allocate_and_touch(megabytes: int) -> int:
+    """Hold `megabytes` of memory, every page written, for a moment; return the size."""
+    block = bytearray(megabytes * 2**20)
+    for start in range(0, len(block), 4096):
+        block[start] = 1
+    return megabytes
+
+
+def interrupt() -> None:
+    raise KeyboardInterrupt

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -267,3 +269,44 @@ def test_broken_interpreter_is_reported_and_tasks_wait(make_controller: Make) ->
     assert not task.done()
     task.cancel()  # the controller is still serving
     assert task.result(timeout=5).status == "cancel"
+
+
+def test_error_texts_read_well(make_controller: Make, tmp_path: Path) -> None:
+    crew = make_controller(workers=1)
+    interrupted = crew.push(tasks.interrupt).result(timeout=30)
+    assert interrupted.status == "error" and interrupted.error == "KeyboardInterrupt"
+    script = tmp_path / "analysis.py"
+    script.write_text(
+        "import batchcrew as bc\n"
+        "\n"
+        "def fit(x):\n"
+        "    return x / 0\n"
+        "\n"
+        "if __name__ == '__main__':\n"
+        "    with bc.Controller() as crew:\n"
+        "        print(crew.push(fit, 1).result().traceback)\n"
+    )
+    finished = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert f'File "{script}", line 4, in fit' in finished.stdout
+    assert "<dynamic-code>" not in finished.stdout
+
+
+def test_map_refuses_iterables_of_different_lengths(make_controller: Make) -> None:
+    crew = make_controller(workers=1)
+    with pytest.raises(ValueError, match=r"different lengths \(3, 2\)"):
+        crew.map(tasks.square, [1, 2, 3], [10, 20])
+    assert crew.map(pow, [1, 2, 3], [2, 2], strict=False).values() == [1, 4]
+    assert len(crew) == 0
+
+
+def test_reprs_are_short_and_say_what_matters(make_controller: Make) -> None:
+    crew = make_controller(workers=2)
+    crew.map(tasks.square, range(3))
+    assert repr(crew).startswith(f"Controller(name={crew.name!r}, workers=2, state='started'")
+    assert repr(bc.LocalLauncher(log_directory="logs")).startswith(
+        "LocalLauncher(log_directory='logs'"
+    )
+    with crew.executor() as pool:
+        assert repr(pool) == f"ControllerExecutor(controller={crew.name!r}, open, pending=0)"

@@ -16,6 +16,7 @@ import subprocess
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from tests.support.polling import wait_until
 
@@ -157,3 +158,37 @@ def wait_with_cpu(process: subprocess.Popen[bytes], seconds: float) -> tuple[int
     status, usage = wait_until(reaped, seconds)
     process.returncode = os.waitstatus_to_exitcode(status)
     return process.returncode, usage.ru_utime + usage.ru_stime
+
+
+def memory_cgroup(pid: int) -> Path | None:
+    """The directory of process `pid`'s memory cgroup (v1, else v2), where it is mounted usually."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory", path.lstrip("/"))
+        if (
+            hierarchy == "0"
+            and not controllers
+            and Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        ):
+            return Path("/sys/fs/cgroup", path.lstrip("/"))
+    return None
+
+
+def memory_limit(pid: int) -> int | None:
+    """The memory limit of process `pid`'s cgroup in bytes (None: none, or no cgroup)."""
+    cgroup = memory_cgroup(pid)
+    for name in ("memory.limit_in_bytes", "memory.max"):
+        if cgroup is not None and (cgroup / name).exists():
+            text = (cgroup / name).read_text().strip()
+            return None if text == "max" else int(text)
+    return None
+
+
+def memory_cgroups_allowed() -> bool:
+    """Whether this machine lets the local engine limit memory with cgroups (not RLIMIT_AS)."""
+    from batchcrew.localbatch.memory import detect_memory_limits
+
+    limits = detect_memory_limits()
+    limits.close()
+    return limits.kind.startswith("cgroup")

@@ -216,3 +216,48 @@ def test_a_config_file_that_does_not_parse_is_named(no_aws_settings: Path) -> No
     no_aws_settings.write_text("[default\nregion = us-east-1\n")
     with pytest.raises(ValueError, match="the AWS config files cannot be read"):
         AWSConfig(region="us-east-1")
+
+
+def test_a_mistyped_region_names_the_close_ones() -> None:
+    with pytest.raises(
+        ValueError, match="region must be a region of AWS Batch, not 'us-eats-1'"
+    ) as caught:
+        AWSConfig(region="us-eats-1")
+    assert "did you mean 'us-east-1'" in str(caught.value)
+    with pytest.raises(ValueError, match=r"AWS Batch regions: af-south-1, .*, us-west-2"):
+        AWSConfig(region="moon-1")
+    assert AWSConfig(region="cn-north-1").region == "cn-north-1"  # every partition counts
+
+
+def test_any_region_name_is_taken_with_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert AWSConfig(region="moon-1", endpoint_url="http://127.0.0.1:5000").region == "moon-1"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5001")
+    assert AWSConfig(region="moon-1").region == "moon-1"
+
+
+def test_the_endpoint_shown_is_the_one_botocore_uses(
+    monkeypatch: pytest.MonkeyPatch, no_aws_settings: Path
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5001")
+    aws = AWSConfig(region="us-east-1")
+    assert aws.endpoint_url == "http://127.0.0.1:5001"
+    assert "endpoint_url='http://127.0.0.1:5001'" in repr(aws)
+    assert aws.client("batch").meta.endpoint_url == "http://127.0.0.1:5001"
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BATCH", "http://127.0.0.1:5002")
+    aws = AWSConfig(region="us-east-1")
+    assert repr(aws) == (
+        "AWSConfig(region='us-east-1', profile=None, endpoint_url='http://127.0.0.1:5002', "
+        "logs_endpoint_url='http://127.0.0.1:5001', max_attempts=10)"
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5009")  # changed afterwards
+    assert aws.client("batch").meta.endpoint_url == "http://127.0.0.1:5002"
+    assert aws.client("logs").meta.endpoint_url == "http://127.0.0.1:5001"
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_BATCH")
+    no_aws_settings.write_text(
+        "[profile local]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:5003\n"
+    )
+    assert AWSConfig(profile="local").endpoint_url == "http://127.0.0.1:5003"
+    assert AWSConfig(region="us-east-1").endpoint_url is None

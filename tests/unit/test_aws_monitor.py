@@ -18,7 +18,7 @@ import pytest
 from botocore.stub import Stubber
 
 from batchcrew.aws.config import AWSConfig
-from batchcrew.aws.monitor import DESCRIBE_JOBS_MAX_IDS, LogEvent, Monitor
+from batchcrew.aws.monitor import DESCRIBE_JOBS_MAX_IDS, LogEvent, Monitor, Termination
 from batchcrew.aws.validation import JOB_STATUSES
 from batchcrew.errors import AWSError
 
@@ -388,8 +388,8 @@ def test_submit_sends_command_environment_and_resources_as_overrides(stubbed: St
         },
     )
     frame = stubbed.monitor.submit(
-        "fit-1",
         ["python", "-c", "print(1)"],
+        "fit-1",
         cpus=2,
         gpus=1,
         memory=8,  # gigabytes: 8e9 bytes = 7629.4 MiB, rounded up
@@ -416,7 +416,7 @@ def test_submit_without_a_name_makes_one(stubbed: Stubbed) -> None:
     events.register("before-parameter-build.batch.SubmitJob", record)
     stubbed.batch.add_response("submit_job", {"jobName": "made", "jobId": "id-1"})
     try:
-        stubbed.monitor.submit(None, ["true"])
+        stubbed.monitor.submit(["true"])
     finally:
         events.unregister("before-parameter-build.batch.SubmitJob", record)
     assert re.fullmatch(r"batchcrew-job-[0-9a-f]{8}", sent[0]["jobName"])
@@ -433,7 +433,7 @@ def test_submit_can_choose_another_queue(stubbed: Stubbed) -> None:
             "containerOverrides": {"command": ["true"]},
         },
     )
-    assert stubbed.monitor.submit("a", ["true"], job_queue="q9")["id"].tolist() == ["id-1"]
+    assert stubbed.monitor.submit(["true"], name="a", job_queue="q9")["id"].tolist() == ["id-1"]
 
 
 @pytest.mark.parametrize(
@@ -466,7 +466,7 @@ def test_submit_to_an_unknown_definition_names_definition_queue_and_region(
         "submit_job", "ClientException", "Job definition defn does not exist", 400
     )
     with pytest.raises(AWSError) as caught:
-        stubbed.monitor.submit("a", ["true"])
+        stubbed.monitor.submit(["true"], name="a")
     assert str(caught.value) == (
         "SubmitJob in us-east-1 on job definition defn on job queue q1 failed: "
         "ClientException: Job definition defn does not exist"
@@ -477,6 +477,7 @@ def test_submit_to_an_unknown_definition_names_definition_queue_and_region(
 
 
 def test_terminate_cancels_and_terminates_each_job_and_reports_progress(stubbed: Stubbed) -> None:
+    stubbed.describe(["a", "b"], [detail("b", "RUNNABLE"), detail("a")])
     for job_id in ("a", "b"):
         stubbed.batch.add_response("cancel_job", {}, {"jobId": job_id, "reason": "done here"})
         stubbed.batch.add_response("terminate_job", {}, {"jobId": job_id, "reason": "done here"})
@@ -486,8 +487,27 @@ def test_terminate_cancels_and_terminates_each_job_and_reports_progress(stubbed:
         reason="done here",
         progress=lambda done, total: progress.append((done, total)),
     )
-    assert ended == ["a", "b"]
+    assert ended == Termination(ended=("a", "b"), finished=(), unknown=())
     assert progress == [(1, 2), (2, 2)]
+
+
+def test_terminate_reports_unknown_ids_and_finished_jobs_without_acting_on_them(
+    stubbed: Stubbed,
+) -> None:
+    # AWS accepts CancelJob and TerminateJob for ids it does not know, so they are looked up.
+    stubbed.describe(
+        ["ghost", "done", "broke", "live"],
+        [detail("done", "SUCCEEDED"), detail("broke", "FAILED"), detail("live", "STARTING")],
+    )
+    for operation in ("cancel_job", "terminate_job"):
+        stubbed.batch.add_response(
+            operation,
+            {},
+            {"jobId": "live", "reason": "cancelled/terminated by the batchcrew monitor"},
+        )
+    assert stubbed.monitor.terminate(["ghost", "done", "broke", "live"]) == Termination(
+        ended=("live",), finished=("done", "broke"), unknown=("ghost",)
+    )
 
 
 def test_terminate_all_ends_every_active_job_of_this_definition(stubbed: Stubbed) -> None:
@@ -505,12 +525,13 @@ def test_terminate_all_ends_every_active_job_of_this_definition(stubbed: Stubbed
                 {},
                 {"jobId": job_id, "reason": "cancelled/terminated by the batchcrew monitor"},
             )
-    assert stubbed.monitor.terminate(all=True) == ["n", "s", "r"]
+    assert stubbed.monitor.terminate(all=True).ended == ("n", "s", "r")
 
 
 def test_one_failure_does_not_stop_the_others_and_all_failures_are_reported(
     stubbed: Stubbed,
 ) -> None:
+    stubbed.describe(["a", "b", "c"], [detail("a"), detail("b"), detail("c")])
     stubbed.batch.add_client_error("cancel_job", "ServerException", "boom a", 500)
     stubbed.batch.add_response("cancel_job", {})
     stubbed.batch.add_response("terminate_job", {})
@@ -607,6 +628,19 @@ def test_a_job_without_a_stream_gives_an_empty_frame_and_says_why(
     assert "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY" in caplog.text
 
 
+def test_a_finished_job_without_a_stream_says_it_has_no_log(
+    stubbed: Stubbed, caplog: pytest.LogCaptureFixture
+) -> None:
+    reason = "CannotPullContainerError: pull image manifest has been retried 5 time(s)"
+    stubbed.describe(["j1"], [detail("j1", "FAILED", statusReason=reason)])
+    with caplog.at_level(logging.WARNING, logger="batchcrew.aws.monitor"):
+        assert stubbed.monitor.log("j1", file=io.StringIO()).empty
+    assert f"job j1 is failed and has no log stream, so there is no log to read: {reason}" in (
+        caplog.text
+    )
+    assert "yet" not in caplog.text
+
+
 def test_a_missing_log_group_or_stream_is_reported_not_raised(
     stubbed: Stubbed, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -664,6 +698,10 @@ def test_monitor_arguments_are_checked(aws: AWSConfig) -> None:
         Monitor("defn", [], aws=aws)
     with pytest.raises(ValueError, match="job_definition"):
         Monitor("", "q", aws=aws)
+    with pytest.raises(ValueError, match="job_definition must be a name of 1 to 128 letters"):
+        Monitor("my definition", "q", aws=aws)
+    with pytest.raises(ValueError, match="job_queue must be a name of 1 to 128 letters"):
+        Monitor("defn", ["q1", "my queue"], aws=aws)
     with pytest.raises(TypeError, match="aws must be an AWSConfig"):
         Monitor("defn", "q", aws="us-east-1")  # type: ignore[arg-type]
 

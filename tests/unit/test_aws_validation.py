@@ -7,13 +7,15 @@ import pytest
 from batchcrew.aws.validation import (
     JOB_STATUSES,
     check_command,
-    check_definition_name,
+    check_definition_reference,
     check_int,
     check_job_ids,
     check_job_name,
     check_optional_bool,
     check_platform,
     check_priority,
+    check_queue_reference,
+    check_resource_name,
     check_role_arn,
     check_statuses,
     check_string_map,
@@ -36,9 +38,44 @@ def test_invalid_job_names_say_the_rule(name: str) -> None:
 
 
 def test_definition_names_allow_a_leading_underscore_but_no_colon() -> None:
-    assert check_definition_name("_private-def") == "_private-def"
+    assert check_resource_name("job_definition", "_private-def") == "_private-def"
     with pytest.raises(ValueError, match="job_definition must have 1 to 128"):
-        check_definition_name("defn:3")
+        check_resource_name("job_definition", "defn:3")
+
+
+ACCOUNT_ARN = "arn:aws:batch:us-east-1:123456789012"
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "defn",
+        "_defn-2",
+        "defn:3",
+        f"{ACCOUNT_ARN}:job-definition/defn:3",
+        f"{ACCOUNT_ARN}:job-definition/defn",
+        "arn:aws-us-gov:batch:us-gov-west-1:123456789012:job-definition/defn:12",
+    ],
+)
+def test_definition_references_by_name_revision_or_arn(reference: str) -> None:
+    assert check_definition_reference(reference) == reference
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["my definition", "defn:0", "defn:x", "defn:3:4", f"{ACCOUNT_ARN}:job-queue/defn", "d" * 129],
+)
+def test_bad_definition_references_say_what_is_allowed(reference: str) -> None:
+    with pytest.raises(ValueError, match="job_definition must be a name of 1 to 128 letters"):
+        check_definition_reference(reference)
+
+
+def test_queue_references_by_name_or_arn() -> None:
+    assert check_queue_reference("q_1") == "q_1"
+    assert check_queue_reference(f"{ACCOUNT_ARN}:job-queue/q1") == f"{ACCOUNT_ARN}:job-queue/q1"
+    for bad in ("my queue", "q:1", f"{ACCOUNT_ARN}:job-definition/q1"):
+        with pytest.raises(ValueError, match=r"job_queue must be a name of .* or a job queue ARN"):
+            check_queue_reference(bad)
 
 
 def test_text_refuses_empty_padded_and_non_strings() -> None:
@@ -107,6 +144,9 @@ def test_integers_with_ranges() -> None:
         check_int("scheduling_priority", 10000, 0, 9999)
     with pytest.raises(TypeError, match="revision must be an int, not bool"):
         check_int("revision", True, 1)
+    numpy = pytest.importorskip("numpy")
+    assert check_int("revision", numpy.int64(3), minimum=1) == 3  # as read from a DataFrame
+    assert type(check_int("revision", numpy.int64(3), minimum=1)) is int
 
 
 def test_optional_booleans() -> None:

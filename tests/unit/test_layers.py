@@ -149,13 +149,20 @@ def test_no_import_cycles() -> None:
         visit(name)
 
 
-def test_worker_import_path_is_light() -> None:
-    probe = (
-        "import sys, batchcrew.worker; "
-        "print(','.join(m for m in ('pandas', 'boto3', 'botocore', 'cryptography', 'rich') "
-        "if m in sys.modules))"
-    )
+def _heavy_modules_loaded_by(statement: str) -> list[str]:
+    """The heavy packages a fresh interpreter has loaded after running `statement`."""
+    heavy = ("pandas", "boto3", "botocore", "cryptography", "rich", "moto")
+    probe = f"import sys; {statement}; print(*(m for m in {heavy!r} if m in sys.modules))"
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert loaded == ""
+    ).stdout
+    return loaded.split()
+
+
+def test_worker_import_path_is_light() -> None:
+    assert _heavy_modules_loaded_by("import batchcrew.worker") == []
+
+
+def test_subpackages_load_on_first_use_and_lightly() -> None:
+    statement = "import batchcrew as bc; bc.aws.__name__; bc.localbatch.__name__"
+    assert _heavy_modules_loaded_by(statement) == []

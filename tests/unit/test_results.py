@@ -39,3 +39,36 @@ def test_task_seeds_are_reproducible_and_distinct() -> None:
     assert task_seed(-1, 0) >= 0
     assert controller_seed(7) == 7
     assert controller_seed(None) != controller_seed(None)
+
+
+def test_a_result_shows_what_happened_in_one_short_line() -> None:
+    ok = Result("fit-3", "fit(3)", "success", value=9, seconds=1.234567, attempts=1, worker="w")
+    assert (
+        repr(ok)
+        == "Result(name='fit-3', status='success', value=9, seconds=1.23, attempts=1, worker='w')"
+    )
+    failed = Result("b", "f()", "error", error="ValueError: " + "x" * 500, traceback="t" * 5000)
+    assert "traceback" not in repr(failed) and len(repr(failed)) < 200
+
+
+def test_results_show_counts_and_a_few_not_all() -> None:
+    results = Results(
+        [Result(str(i), "f()", "success", value=i) for i in range(10_000)]
+        + [Result("bad", "f()", "crash", error="boom")]
+    )
+    text = repr(results)
+    assert text.startswith("Results(10001 results: 10000 success, 1 crash; Result(name='0'")
+    assert len(text) < 500
+    assert repr(Results([])) == "Results(0 results)"
+
+
+def test_a_task_error_carries_results_with_their_helpers() -> None:
+    from batchcrew.errors import TaskError
+
+    error = TaskError(
+        "1 of 2 failed", [Result("a", "f()", "success", value=1), Result("b", "f()", "error")]
+    )
+    assert isinstance(error.results, Results)
+    assert [result.name for result in error.results.failed()] == ["b"]
+    assert error.results.values() == [1, None]
+    assert error.results.to_frame().shape[0] == 2

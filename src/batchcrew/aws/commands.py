@@ -12,12 +12,14 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from batchcrew.aws.resources import MEMORY_UNITS
+from batchcrew.aws.tables import Column, fitted_table, natural_width
 from batchcrew.aws.validation import (
     ACTIVE_STATUSES,
     INACTIVE_STATUSES,
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from batchcrew.aws.definition import JobDefinition
     from batchcrew.aws.monitor import Monitor
 
-__all__ = ["ENVIRONMENT_VARIABLES", "add_commands"]
+__all__ = ["ENVIRONMENT_VARIABLES", "OPTION_NAMES", "add_commands"]
 
 ENVIRONMENT_VARIABLES = {
     "queue": "BATCHCREW_QUEUE",
@@ -43,6 +45,38 @@ ENVIRONMENT_VARIABLES = {
     "log_group": "BATCHCREW_LOG_GROUP",
 }
 """The environment variable that gives each shared option its default."""
+
+OPTION_NAMES = {
+    "job_definition": "--definition",
+    "job_queue": "--queue",
+    "region": "--region",
+    "profile": "--profile",
+    "endpoint_url": "--endpoint-url",
+    "log_group": "--log-group",
+    "name": "--name",
+    "command": "CMD",
+    "job_id": "ID",
+    "ids": "ID",
+    "reason": "--reason",
+    "seconds_interval": "--interval",
+    "cpus": "--cpus",
+    "gpus": "--gpus",
+    "memory": "--memory",
+    "memory_units": "--memory-units",
+    "environment": "--env",
+    "seconds_timeout": "--timeout",
+    "image": "--image",
+    "platform_capabilities": "--platform",
+    "scheduling_priority": "--scheduling-priority",
+    "tags": "--tag",
+    "parameters": "--parameter",
+    "propagate_tags": "--propagate-tags",
+    "job_role_arn": "--job-role-arn",
+    "execution_role_arn": "--execution-role-arn",
+    "assign_public_ip": "--assign-public-ip",
+    "revision": "--revision",
+}
+"""The option of these commands that gives each argument of the Python API, for error messages."""
 
 # `status` and `logs` find jobs by id and `definitions` works by name; neither reads the queue
 # (nor, for the first two, the definition), so a stand-in is used when none is configured.
@@ -149,7 +183,13 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     actions = definitions.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     register = actions.add_parser(
-        "register", parents=[common], help="register a new container revision"
+        "register",
+        parents=[common],
+        help="register a new container revision",
+        description=(
+            "Register a new revision of the job definition: a container job that logs to "
+            "CloudWatch (the log group, with the definition name as stream prefix)."
+        ),
     )
     register.add_argument("--image", required=True, help="Docker Hub name or ECR image URI")
     register.add_argument(
@@ -197,13 +237,24 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     register.set_defaults(handler=_register)
 
-    describe = actions.add_parser("describe", parents=[common], help="show the revisions")
+    describe = actions.add_parser(
+        "describe",
+        parents=[common],
+        help="show the revisions",
+        description="Show the revisions of the job definition, highest first.",
+    )
     describe.add_argument("--revision", type=int, metavar="N", help="only this revision")
     describe.add_argument("--active", action="store_true", help="only active revisions")
     describe.set_defaults(handler=_describe)
 
     deregister = actions.add_parser(
-        "deregister", parents=[common], help="deregister a revision (default: highest active)"
+        "deregister",
+        parents=[common],
+        help="deregister a revision (default: highest active)",
+        description=(
+            "Deregister one revision of the job definition (default: the highest active one); "
+            "AWS keeps it visible as inactive, and it can run no new jobs."
+        ),
     )
     deregister.add_argument("--revision", type=int, metavar="N", help="the revision")
     deregister.set_defaults(handler=_deregister)
@@ -215,9 +266,17 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 def _jobs(arguments: argparse.Namespace) -> int:
     monitor = _monitor(arguments, need_definition=True, need_queue=True)
     frame = monitor.jobs(_expand_statuses(arguments.status))
-    columns = ["name", "id", "status", "reason", "created", "started", "stopped"]
+    columns = [
+        Column("name", rank=1),
+        Column("id", whole=True),
+        Column("status", whole=True),
+        Column("reason", rank=4),
+        Column("created", whole=True, rank=3),
+        Column("started", whole=True, rank=5),
+        Column("stopped", whole=True, rank=6),
+    ]
     if len(monitor.job_queues) > 1:
-        columns.insert(2, "queue")
+        columns.insert(2, Column("queue", whole=True, rank=2))
     if not arguments.json and frame.empty:
         _say(f"no jobs of {monitor.job_definition} on {', '.join(monitor.job_queues)}")
         return 0
@@ -228,8 +287,18 @@ def _jobs(arguments: argparse.Namespace) -> int:
 def _status(arguments: argparse.Namespace) -> int:
     monitor = _monitor(arguments, need_definition=False, need_queue=False)
     frame = monitor.status(arguments.ids)
-    columns = ["name", "id", "queue", "status", "reason", "exit_code", "log_stream"]
-    columns += ["created", "started", "stopped"]
+    columns = [
+        Column("name", rank=1),
+        Column("id", whole=True),
+        Column("queue", whole=True, rank=3),
+        Column("status", whole=True),
+        Column("reason", rank=4),
+        Column("exit_code", whole=True, rank=2),
+        Column("log_stream", rank=5),
+        Column("created", whole=True, rank=6),
+        Column("started", whole=True, rank=7),
+        Column("stopped", whole=True, rank=8),
+    ]
     _show(arguments, frame, columns, title="Job status")
     return 0
 
@@ -262,31 +331,40 @@ def _terminate(arguments: argparse.Namespace) -> int:
     if not arguments.all and not arguments.ids:
         raise ValueError("give the ids of the jobs to end, or --all")
     monitor = _monitor(arguments, need_definition=arguments.all, need_queue=arguments.all)
-    progress = _ProgressBar("Ending jobs")
-    keywords: dict[str, Any] = {"progress": progress.update}
+    keywords: dict[str, Any] = {}
     if arguments.reason is not None:
         keywords["reason"] = arguments.reason
+    progress = _ProgressBar("Ending jobs") if sys.stderr.isatty() and not arguments.json else None
     try:
+        if progress is not None:
+            keywords["progress"] = progress.update
         if arguments.all:
-            ended = monitor.terminate(all=True, **keywords)
+            done = monitor.terminate(all=True, **keywords)
         else:
-            ended = monitor.terminate(ids=arguments.ids, **keywords)
+            done = monitor.terminate(ids=arguments.ids, **keywords)
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     if arguments.json:
-        sys.stdout.write(json.dumps({"terminated": ended}) + "\n")
-    elif ended:
-        sys.stdout.write(f"asked AWS Batch to end {len(ended)} job(s): {', '.join(ended)}\n")
-    else:
+        report = {"terminated": done.ended, "finished": done.finished, "unknown": done.unknown}
+        sys.stdout.write(json.dumps(report) + "\n")
+    elif done.ended:
+        count = len(done.ended)
+        sys.stdout.write(f"asked AWS Batch to end {count} job(s): {', '.join(done.ended)}\n")
+    elif arguments.all:
         _say("no active jobs to end")
-    return 0
+    if not arguments.json and done.finished:
+        _say(f"already finished, nothing to end: {', '.join(done.finished)}")
+    if not arguments.json and done.unknown:
+        _say(f"no such job in {monitor.aws.region}: {', '.join(done.unknown)}")
+    return 1 if done.unknown and not done.ended else 0
 
 
 def _submit(arguments: argparse.Namespace) -> int:
     monitor = _monitor(arguments, need_definition=True, need_queue=True)
     frame = monitor.submit(
-        arguments.name,
         arguments.container_command,
+        arguments.name,
         cpus=arguments.cpus,
         gpus=arguments.gpus,
         memory=arguments.memory,
@@ -294,7 +372,8 @@ def _submit(arguments: argparse.Namespace) -> int:
         environment=dict(arguments.env) or None,
         seconds_timeout=arguments.timeout,
     )
-    _show(arguments, frame, ["name", "id", "arn"], title="Submitted")
+    columns = [Column("name", rank=1), Column("id", whole=True), Column("arn", whole=True, rank=2)]
+    _show(arguments, frame, columns, title="Submitted")
     return 0
 
 
@@ -317,7 +396,12 @@ def _register(arguments: argparse.Namespace) -> int:
         environment=dict(arguments.env) or None,
         assign_public_ip=arguments.assign_public_ip,
     )
-    _show(arguments, frame, ["name", "revision", "arn"], title="Registered")
+    columns = [
+        Column("name", whole=True),
+        Column("revision", whole=True),
+        Column("arn", whole=True, rank=1),
+    ]
+    _show(arguments, frame, columns, title="Registered")
     return 0
 
 
@@ -343,6 +427,7 @@ def _deregister(arguments: argparse.Namespace) -> int:
 
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
+    common.set_defaults(option_names=OPTION_NAMES)
     group = common.add_argument_group(
         "AWS settings (each also read from the BATCHCREW_* variable named in its help)"
     )
@@ -489,21 +574,19 @@ def _non_negative_number(text: str) -> float:
 
 
 def _show(
-    arguments: argparse.Namespace, frame: pd.DataFrame, columns: list[str], title: str
+    arguments: argparse.Namespace, frame: pd.DataFrame, columns: list[Column], title: str
 ) -> None:
-    """Print `frame` as JSON (all columns) or as a rich table of `columns`."""
+    """Print `frame` as JSON (all columns) or as a table of `columns`: fitted to a terminal,
+    never wrapped in a file or a pipe."""
     if arguments.json:
         sys.stdout.write(json.dumps(_records(frame), indent=2) + "\n")
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for _, row in frame.iterrows():
-        table.add_row(*(_cell(row[column]) for column in columns))
-    Console().print(table)
+    rows = [[_cell(row[column.name]) for column in columns] for _, row in frame.iterrows()]
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    table = fitted_table(title, columns, rows, width)
+    Console(width=width or natural_width(columns, rows)).print(table)
 
 
 def _show_definitions(arguments: argparse.Namespace, frame: pd.DataFrame, title: str) -> None:
@@ -511,7 +594,14 @@ def _show_definitions(arguments: argparse.Namespace, frame: pd.DataFrame, title:
     properties = [each if isinstance(each, dict) else {} for each in shown["container_properties"]]
     shown["image"] = [each.get("image") for each in properties]
     shown["resources"] = [_resources_text(each) for each in properties]
-    columns = ["name", "revision", "status", "platform_capabilities", "image", "resources"]
+    columns = [
+        Column("name", rank=1),
+        Column("revision", whole=True),
+        Column("status", whole=True),
+        Column("platform_capabilities", whole=True, rank=2),
+        Column("image", rank=3),
+        Column("resources", rank=4),
+    ]
     _show(arguments, frame if arguments.json else shown, columns, title)
 
 
@@ -579,7 +669,8 @@ def _say(message: str) -> None:
 
 
 class _ProgressBar:
-    """A rich progress bar on stderr, shown only once there is more than one job."""
+    """A rich progress bar on stderr (made only when stderr is a terminal), shown once there is
+    more than one job."""
 
     def __init__(self, description: str) -> None:
         self._description = description

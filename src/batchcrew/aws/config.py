@@ -6,6 +6,7 @@ Owns region/profile/endpoint resolution and the one helper that turns botocore f
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 import boto3
 import botocore.config
 import botocore.session
+from botocore.configprovider import ConfiguredEndpointProvider
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
 
 from batchcrew.errors import AWSError
@@ -36,6 +38,7 @@ CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_to
 _REQUIRED_CREDENTIAL_KEYS = CREDENTIAL_KEYS[:2]
 _REGION_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
 _LAST_ERROR_KEY = "batchcrew_last_error"
+_SERVICES_SHOWN = ("batch", "logs")
 
 
 class AWSConfig:
@@ -43,8 +46,11 @@ class AWSConfig:
 
     The region comes from `region`, then from the named `profile`, then from the `AWS_REGION`
     and `AWS_DEFAULT_REGION` environment variables, then from the default profile
-    (`AWS_PROFILE` or `default`) in the AWS config file. Credentials follow boto3's usual chain
-    unless `credentials` gives them explicitly (handy for a local test server). Every client
+    (`AWS_PROFILE` or `default`) in the AWS config file; it must be a region botocore knows
+    AWS Batch in, unless an endpoint is set. The endpoint is `endpoint_url`, else the one
+    botocore reads from `AWS_ENDPOINT_URL_BATCH` (`AWS_ENDPOINT_URL_CLOUDWATCH_LOGS` for Logs),
+    `AWS_ENDPOINT_URL` or the AWS config file, else AWS's own. Credentials follow boto3's usual
+    chain unless `credentials` gives them explicitly (handy for a local test server). Every client
     retries throttling (HTTP 429 `TooManyRequestsException`) and server errors in botocore's
     adaptive mode, up to `max_attempts` attempts in total. Clients are created once per
     service and shared; `client()` is safe to call from many threads.
@@ -55,8 +61,9 @@ class AWSConfig:
         ...     endpoint_url="http://127.0.0.1:5000",
         ...     credentials={"aws_access_key_id": "testing", "aws_secret_access_key": "testing"},
         ... )
-        >>> aws.region
-        'us-east-1'
+        >>> aws
+        AWSConfig(region='us-east-1', profile=None, endpoint_url='http://127.0.0.1:5000', \
+max_attempts=10)
         >>> batch = aws.client("batch")  # the same object on every call
     """
 
@@ -64,6 +71,7 @@ class AWSConfig:
         "_botocore_config",
         "_clients",
         "_endpoint_url",
+        "_endpoints",
         "_lock",
         "_max_attempts",
         "_profile",
@@ -106,10 +114,17 @@ class AWSConfig:
         resolved = _resolve_region(region, profile, profile_settings)
         if not _REGION_PATTERN.match(resolved):
             raise ValueError(f"region must look like 'us-east-1', not {resolved!r}")
+        endpoints = {
+            service: endpoint_url or _configured_endpoint(core, service)
+            for service in _SERVICES_SHOWN
+        }
+        if endpoints["batch"] is None:
+            _check_known_region(core, resolved)
 
         self._region = resolved
         self._profile = profile
         self._endpoint_url = endpoint_url
+        self._endpoints: dict[str, str | None] = endpoints
         self._max_attempts = max_attempts
         self._session = boto3.session.Session(botocore_session=core, region_name=resolved, **keys)
         self._botocore_config = botocore.config.Config(
@@ -156,13 +171,14 @@ class AWSConfig:
 
     @property
     def endpoint_url(self) -> str | None:
-        """The endpoint override (a local test server, a VPC endpoint), or None for AWS itself.
+        """Where Batch calls go: the endpoint given, else the one set in the environment or the
+        AWS config file (a local test server, a VPC endpoint); None for AWS itself.
 
         Example:
             >>> AWSConfig(region="eu-west-1").endpoint_url is None
             True
         """
-        return self._endpoint_url
+        return self._endpoints["batch"]
 
     @property
     def max_attempts(self) -> int:
@@ -180,9 +196,11 @@ class AWSConfig:
         object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
+        batch, logs = (self._endpoints[service] for service in _SERVICES_SHOWN)
+        elsewhere = "" if logs == batch else f", logs_endpoint_url={logs!r}"
         return (
             f"AWSConfig(region={self._region!r}, profile={self._profile!r}, "
-            f"endpoint_url={self._endpoint_url!r}, max_attempts={self._max_attempts})"
+            f"endpoint_url={batch!r}{elsewhere}, max_attempts={self._max_attempts})"
         )
 
     @overload
@@ -205,9 +223,12 @@ class AWSConfig:
             if existing is not None:
                 return existing
             try:
+                # The endpoints shown by repr() are the ones used, even if the environment
+                # changes after this configuration was made.
+                endpoint = self._endpoints.get(service_name, self._endpoint_url)
                 created = self._session.client(
                     service_name,  # type: ignore[call-overload]
-                    endpoint_url=self._endpoint_url,
+                    endpoint_url=endpoint,
                     config=self._botocore_config,
                 )
             except BotoCoreError as error:  # credentials that cannot be found or obtained
@@ -237,9 +258,13 @@ class AWSConfig:
         exception as its `__cause__`.
 
         Example:
-            >>> aws = AWSConfig(region="us-east-1")
+            >>> aws = local.aws_config()
             >>> batch = aws.client("batch")
-            >>> aws.call("ListJobs", "job queue q", batch.list_jobs, jobQueue="q")  # doctest: +SKIP
+            >>> aws.call("ListJobs", "job queue q", batch.list_jobs, jobQueue="q")
+            Traceback (most recent call last):
+            ...
+            batchcrew.errors.AWSError: ListJobs in us-east-1 on job queue q failed: \
+ClientException: Job queue q does not exist
         """
         try:
             return function(*args, **kwargs)
@@ -337,6 +362,40 @@ def _check_credentials(credentials: Mapping[str, str] | None) -> dict[str, str]:
     return dict(credentials)
 
 
+def _configured_endpoint(core: botocore.session.Session, service: str) -> str | None:
+    """The endpoint botocore would read for `service` from the environment or config file."""
+    if core.get_config_variable("ignore_configured_endpoint_urls"):
+        return None
+    provider = ConfiguredEndpointProvider(
+        full_config=core.full_config, scoped_config=core.get_scoped_config(), client_name=service
+    )
+    found = provider.provide()
+    return str(found) if found else None
+
+
+def _check_known_region(core: botocore.session.Session, region: str) -> None:
+    """Refuse a region botocore knows no AWS Batch endpoint in, naming the close ones."""
+    known = sorted(
+        {
+            name
+            for partition in core.get_available_partitions()
+            for name in core.get_available_regions("batch", partition_name=partition)
+        }
+    )
+    if region in known:
+        return
+    close = difflib.get_close_matches(region, known, n=3)
+    hint = (
+        f"did you mean {' or '.join(repr(name) for name in close)}?"
+        if close
+        else f"AWS Batch regions: {', '.join(known)}"
+    )
+    raise ValueError(
+        f"region must be a region of AWS Batch, not {region!r}; {hint} (any name is taken "
+        "when an endpoint_url is set)"
+    )
+
+
 def _resolve_region(
     region: str | None, profile: str | None, profile_settings: Mapping[str, Any]
 ) -> str:
@@ -350,6 +409,6 @@ def _resolve_region(
         if candidate:
             return str(candidate).strip()
     raise ValueError(
-        "no AWS region found: pass region='us-east-1' (or --region), set AWS_REGION or "
+        "no AWS region found: pass region='us-east-1', set AWS_REGION or "
         "AWS_DEFAULT_REGION, or use a profile whose config has a region"
     )

@@ -15,11 +15,12 @@ from batchcrew.aws.frames import ColumnKind, table
 from batchcrew.aws.monitor import DEFAULT_LOG_GROUP, Monitor
 from batchcrew.aws.resources import check_fargate_resources, resource_requirements
 from batchcrew.aws.validation import (
-    check_definition_name,
     check_int,
     check_optional_bool,
     check_platform,
     check_priority,
+    check_queue_reference,
+    check_resource_name,
     check_role_arn,
     check_text,
     environment_list,
@@ -63,12 +64,14 @@ class JobDefinition:
     `log_group` is the CloudWatch group `register` writes into the `awslogs` configuration.
 
     Example:
-        >>> definition = JobDefinition("my-definition", "my-queue",
-        ...                            aws=AWSConfig(region="us-east-1"))
-        >>> definition.register(image="python:3.11-slim", memory=4, memory_units="GiB",
-        ...                     cpus=2)  # doctest: +SKIP
-        >>> definition.describe(active=True)  # doctest: +SKIP
-        >>> definition.deregister()  # doctest: +SKIP
+        >>> definition = JobDefinition("fit-models", local.job_queue, aws=local.aws_config())
+        >>> registered = definition.register(image="python:3.12", memory=4, memory_units="GiB",
+        ...                                  cpus=2)
+        >>> revision = registered["revision"].iloc[0]
+        >>> definition.describe(revision=revision)[["name", "status"]].values.tolist()
+        [['fit-models', 'active']]
+        >>> definition.deregister(revision=revision)["status"].tolist()
+        ['inactive']
     """
 
     def __init__(
@@ -78,8 +81,8 @@ class JobDefinition:
         log_group: str = DEFAULT_LOG_GROUP,
         aws: AWSConfig | None = None,
     ) -> None:
-        self._job_definition = check_definition_name(job_definition)
-        self._job_queue = check_text("job_queue", job_queue)
+        self._job_definition = check_resource_name("job_definition", job_definition)
+        self._job_queue = check_queue_reference(job_queue)
         self._log_group = check_text("log_group", log_group)
         self._aws = AWSConfig.given_or_default(aws)
 
@@ -137,10 +140,13 @@ class JobDefinition:
         definition name as stream prefix.
 
         Example:
-            >>> definition.register(image="python:3.11-slim", platform_capabilities="FARGATE",
+            >>> registered = definition.register(
+            ...     image="python:3.11-slim", platform_capabilities="FARGATE",
             ...     cpus=1, memory=2, memory_units="GiB", assign_public_ip=True,
             ...     execution_role_arn="arn:aws:iam::123456789012:role/ecsTaskExecution",
-            ... )  # doctest: +SKIP
+            ... )
+            >>> list(registered.columns)
+            ['name', 'revision', 'arn']
         """
         image = check_text("image", image)
         platform = check_platform(platform_capabilities)
@@ -222,7 +228,12 @@ class JobDefinition:
         that does not exist gives an empty frame.
 
         Example:
-            >>> definition.describe(active=True)[["revision", "status"]]  # doctest: +SKIP
+            >>> registered = definition.register(image="python:3.12", cpus=1, memory=1)
+            >>> revision = registered["revision"].iloc[0]
+            >>> set(definition.describe(active=True)["status"])
+            {'active'}
+            >>> revision in set(definition.describe(active=True)["revision"])
+            True
         """
         if revision is not None:
             revision = check_int("revision", revision, minimum=1)
@@ -260,8 +271,11 @@ class JobDefinition:
         `AWSError` naming the definition and the region.
 
         Example:
-            >>> definition.deregister(revision=3)["status"].tolist()  # doctest: +SKIP
-            ['inactive']
+            >>> registered = definition.register(image="python:3.12", cpus=1, memory=1)
+            >>> revision = registered["revision"].iloc[0]
+            >>> definition.deregister()[["revision", "status"]].values.tolist() == [
+            ...     [revision, "inactive"]]
+            True
         """
         if revision is None:
             current = self.describe(active=True)
@@ -316,12 +330,18 @@ class JobDefinition:
         those of `Monitor.submit`.
 
         Example:
-            >>> definition.submit(["sleep", "300"], cpus=1)  # doctest: +SKIP
+            >>> definition.register(image="python:3.12", cpus=1, memory=1, memory_units="GiB")
+            ...     # doctest: +ELLIPSIS
+                        name  revision                                                arn
+            0  my-definition  ...
+            >>> job = definition.submit(["python", "-c", "print('it works')"], memory=2)
+            >>> job["name"].str.startswith("batchcrew-job-").tolist()
+            [True]
         """
         monitor = Monitor(self._job_definition, self._job_queue, self._log_group, self._aws)
         return monitor.submit(
-            name,
             command,
+            name,
             cpus=cpus,
             gpus=gpus,
             memory=memory,

@@ -25,9 +25,11 @@ from batchcrew.aws.validation import (
     INACTIVE_STATUSES,
     JOB_STATUSES,
     check_command,
+    check_definition_reference,
     check_job_ids,
     check_job_name,
     check_priority,
+    check_queue_reference,
     check_statuses,
     check_text,
     environment_list,
@@ -45,6 +47,7 @@ __all__ = [
     "JOB_STATUSES",
     "LogEvent",
     "Monitor",
+    "Termination",
 ]
 
 logger = logging.getLogger("batchcrew.aws.monitor")
@@ -102,6 +105,23 @@ class LogEvent:
         return datetime.fromtimestamp(self.timestamp / 1000, tz=UTC)
 
 
+@dataclass(frozen=True)
+class Termination:
+    """What `Monitor.terminate` did, by job id.
+
+    Example:
+        >>> Termination(ended=("6f1c",), finished=(), unknown=("typo",)).unknown
+        ('typo',)
+    """
+
+    ended: tuple[str, ...]
+    """Jobs AWS Batch was asked to end (CancelJob and TerminateJob)."""
+    finished: tuple[str, ...]
+    """Jobs that had already succeeded or failed: nothing to end."""
+    unknown: tuple[str, ...]
+    """Ids AWS Batch does not know in this region (a typo, or a job aged out)."""
+
+
 class Monitor:
     """List, inspect, submit, terminate and read the logs of the jobs of one job definition.
 
@@ -111,10 +131,13 @@ class Monitor:
     places.
 
     Example:
-        >>> monitor = Monitor("my-definition", "my-queue", aws=AWSConfig(region="us-east-1"))
-        >>> monitor.active()  # doctest: +SKIP
-        >>> job = monitor.submit("hello", ["echo", "hello"])  # doctest: +SKIP
-        >>> monitor.log(job["id"][0])  # doctest: +SKIP
+        >>> monitor = Monitor(local.job_definition, local.job_queue, aws=local.aws_config())
+        >>> job_id = monitor.submit(["python", "-c", "print('hello')"])["id"].iloc[0]
+        >>> for event in monitor.events(job_id, follow=True, seconds_interval=0.2):
+        ...     print(event.message)
+        hello
+        >>> monitor.status(job_id)[["status", "exit_code"]].values.tolist()
+        [['succeeded', 0]]
     """
 
     def __init__(
@@ -124,11 +147,11 @@ class Monitor:
         log_group: str = DEFAULT_LOG_GROUP,
         aws: AWSConfig | None = None,
     ) -> None:
-        self._job_definition = check_text("job_definition", job_definition)
+        self._job_definition = check_definition_reference(job_definition)
         if isinstance(job_queue, str):
-            queues = [check_text("job_queue", job_queue)]
+            queues = [check_queue_reference(job_queue)]
         elif isinstance(job_queue, Sequence) and job_queue:
-            queues = [check_text("job_queue", queue) for queue in job_queue]
+            queues = [check_queue_reference(queue) for queue in job_queue]
         else:
             raise TypeError("job_queue must be a queue name or ARN, or a non-empty list of them")
         self._job_queues = tuple(dict.fromkeys(queues))
@@ -172,7 +195,8 @@ class Monitor:
         arn, queue, status, reason, created, started, stopped`.
 
         Example:
-            >>> monitor.jobs(status=["runnable", "running"])  # doctest: +SKIP
+            >>> list(monitor.jobs(status=["runnable", "running"]).columns)
+            ['name', 'id', 'arn', 'queue', 'status', 'reason', 'created', 'started', 'stopped']
         """
         statuses = check_statuses(status)
         rows: list[dict[str, Any]] = []
@@ -193,7 +217,8 @@ class Monitor:
         """Jobs waiting to be evaluated by the scheduler.
 
         Example:
-            >>> monitor.submitted()  # doctest: +SKIP
+            >>> set(monitor.submitted()["status"]) <= {"submitted"}
+            True
         """
         return self.jobs("submitted")
 
@@ -201,7 +226,8 @@ class Monitor:
         """Jobs waiting on dependencies.
 
         Example:
-            >>> monitor.pending()  # doctest: +SKIP
+            >>> set(monitor.pending()["status"]) <= {"pending"}
+            True
         """
         return self.jobs("pending")
 
@@ -209,7 +235,8 @@ class Monitor:
         """Jobs waiting for compute capacity.
 
         Example:
-            >>> monitor.runnable()  # doctest: +SKIP
+            >>> set(monitor.runnable()["status"]) <= {"runnable"}
+            True
         """
         return self.jobs("runnable")
 
@@ -217,7 +244,8 @@ class Monitor:
         """Jobs placed on a host whose container is starting.
 
         Example:
-            >>> monitor.starting()  # doctest: +SKIP
+            >>> set(monitor.starting()["status"]) <= {"starting"}
+            True
         """
         return self.jobs("starting")
 
@@ -225,7 +253,11 @@ class Monitor:
         """Jobs whose container runs.
 
         Example:
-            >>> monitor.running()  # doctest: +SKIP
+            >>> job_id = monitor.submit(["sleep", "600"])["id"].iloc[0]
+            >>> while job_id not in set(monitor.running()["id"]):
+            ...     time.sleep(0.2)
+            >>> monitor.terminate(job_id).ended == (job_id,)
+            True
         """
         return self.jobs("running")
 
@@ -233,7 +265,9 @@ class Monitor:
         """Jobs that exited with code 0.
 
         Example:
-            >>> monitor.succeeded()  # doctest: +SKIP
+            >>> job_id = monitor.submit(["python", "-c", "pass"])["id"].iloc[0]
+            >>> while job_id not in set(monitor.succeeded()["id"]):
+            ...     time.sleep(0.2)
         """
         return self.jobs("succeeded")
 
@@ -241,7 +275,11 @@ class Monitor:
         """Jobs that failed, were cancelled or were terminated.
 
         Example:
-            >>> monitor.failed()  # doctest: +SKIP
+            >>> job_id = monitor.submit(["python", "-c", "raise SystemExit(3)"])["id"].iloc[0]
+            >>> while job_id not in set(monitor.failed()["id"]):
+            ...     time.sleep(0.2)
+            >>> monitor.status(job_id)["exit_code"].tolist()
+            [3]
         """
         return self.jobs("failed")
 
@@ -249,7 +287,9 @@ class Monitor:
         """Jobs not finished yet: submitted, pending, runnable, starting or running.
 
         Example:
-            >>> monitor.active()["id"].tolist()  # doctest: +SKIP
+            >>> sorted(set(monitor.active()["status"]) - {"submitted", "pending", "runnable",
+            ...                                          "starting", "running"})
+            []
         """
         return self.jobs(ACTIVE_STATUSES)
 
@@ -257,7 +297,8 @@ class Monitor:
         """Finished jobs: succeeded or failed.
 
         Example:
-            >>> monitor.inactive()  # doctest: +SKIP
+            >>> set(monitor.inactive()["status"]) <= {"succeeded", "failed"}
+            True
         """
         return self.jobs(INACTIVE_STATUSES)
 
@@ -270,7 +311,9 @@ class Monitor:
         An id AWS does not know (wrong region, a typo, a job aged out) is an `AWSError`.
 
         Example:
-            >>> monitor.status("6f1c...")[["status", "reason", "exit_code"]]  # doctest: +SKIP
+            >>> job_id = monitor.submit(["python", "-c", "pass"], name="checked")["id"].iloc[0]
+            >>> monitor.status(job_id)[["name", "id"]].values.tolist() == [["checked", job_id]]
+            True
         """
         ids = check_job_ids(job_id, argument="job_id")
         found = self._describe_jobs(ids)
@@ -286,8 +329,8 @@ class Monitor:
 
     def submit(
         self,
-        name: str | None,
         command: Sequence[str],
+        name: str | None = None,
         cpus: float | None = None,
         gpus: int | None = None,
         memory: float | None = None,
@@ -304,16 +347,18 @@ class Monitor:
     ) -> pd.DataFrame:
         """Submit one job of this definition running `command`; returns `name, id, arn`.
 
-        `name` may be None for `batchcrew-job-` and eight random hex digits.
+        `command` is a list of words, never one string. `name` defaults to `batchcrew-job-` and
+        eight random hex digits.
         Resources override the job definition's: `cpus` vCPUs, `gpus` GPUs, `memory` in
         `memory_units` (`gigabytes`, `gibibytes`, `megabytes`, `mebibytes` or `GB`, `GiB`,
         `MB`, `MiB`). `job_queue` defaults to the monitor's first queue.
 
         Example:
-            >>> monitor.submit("hello", ["echo", "hello"], cpus=1, memory=2, memory_units="GiB")
-            ... # doctest: +SKIP
+            >>> job = monitor.submit(["echo", "hello"], name="hello", memory=2, memory_units="GiB")
+            >>> job["name"].tolist()
+            ['hello']
         """
-        queue = self._job_queues[0] if job_queue is None else check_text("job_queue", job_queue)
+        queue = self._job_queues[0] if job_queue is None else check_queue_reference(job_queue)
         overrides: dict[str, Any] = {"command": check_command(command)}
         variables = environment_list(environment)
         if variables:
@@ -356,16 +401,21 @@ class Monitor:
         all: bool = False,
         reason: str = DEFAULT_REASON,
         progress: Callable[[int, int], None] | None = None,
-    ) -> list[str]:
+    ) -> Termination:
         """End jobs: CancelJob (for jobs not yet started) and TerminateJob (for started ones).
 
-        Give `ids`, or `all=True` for every active job of this definition on the queues.
-        Every job is tried even when one fails; failures are raised together at the end.
-        `progress(done, total)` is called after each job. Returns the ids acted on.
+        Give `ids`, or `all=True` for every active job of this definition on the queues. Ids
+        are looked up first, because AWS accepts CancelJob and TerminateJob for ids it does
+        not know: the result says which jobs were asked to end, which had already finished
+        and which ids AWS does not know. Every job is tried even when one fails; failures are
+        raised together at the end. `progress(done, total)` is called after each job.
 
         Example:
-            >>> monitor.terminate(all=True)  # doctest: +SKIP
-            ['6f1c...', '0b7a...']
+            >>> monitor = Monitor(local.job_definition, local.job_queue, aws=local.aws_config())
+            >>> job_id = monitor.submit(["sleep", "600"])["id"].iloc[0]
+            >>> monitor.terminate([job_id, "no-such-job"]) == Termination(
+            ...     ended=(job_id,), finished=(), unknown=("no-such-job",))
+            True
         """
         if all and ids is not None:
             raise ValueError("terminate: give ids or all=True, not both")
@@ -374,12 +424,22 @@ class Monitor:
         reason = check_text("reason", reason)
         if len(reason) > REASON_MAX_CHARACTERS:
             raise ValueError(f"reason must have at most {REASON_MAX_CHARACTERS} characters")
+        finished: list[str] = []
+        unknown: list[str] = []
         if all:
             targets = [str(each) for each in self.active()["id"]]
         elif ids is None:
             raise ValueError("terminate: give the ids of the jobs to end, or all=True")
         else:
-            targets = check_job_ids(ids)
+            asked = check_job_ids(ids)
+            found = self._describe_jobs(asked)
+            unknown = [each for each in asked if each not in found]
+            finished = [
+                each
+                for each in asked
+                if each in found and str(found[each].get("status", "")).lower() in INACTIVE_STATUSES
+            ]
+            targets = [each for each in asked if each in found and each not in finished]
         batch = self._aws.client("batch")
         failures: list[tuple[str, AWSError]] = []
         for done, job_id in enumerate(targets, start=1):
@@ -399,7 +459,12 @@ class Monitor:
                 failures.append((job_id, error))
             if progress is not None:
                 progress(done, len(targets))
-        logger.info("asked AWS Batch to end %d job(s)", len(targets) - len(failures))
+        logger.info(
+            "asked AWS Batch to end %d job(s); %d already finished, %d unknown",
+            len(targets) - len(failures),
+            len(finished),
+            len(unknown),
+        )
         if len(failures) == 1:
             raise failures[0][1]
         if failures:
@@ -409,7 +474,7 @@ class Monitor:
                 f"{len(failures)} of {len(targets)} jobs",
                 "; ".join(f"job {job_id}: {error.reason}" for job_id, error in failures),
             )
-        return targets
+        return Termination(tuple(targets), tuple(finished), tuple(unknown))
 
     # Logs -----------------------------------------------------------------------------------
 
@@ -426,12 +491,16 @@ class Monitor:
         The log group is the one in the job's own `awslogs` configuration, else this monitor's
         `log_group`. With `start_from_head=False` reading starts at the latest page of events.
         With `follow=True` it keeps polling every `seconds_interval` seconds until the job has
-        finished. A job with no log stream yet yields nothing and logs a warning with the job's
-        status and reason.
+        finished. A job with no log stream (yet, or ever, when it ended without one) yields
+        nothing and logs a warning with the job's status and AWS's reason.
 
         Example:
-            >>> for event in monitor.events(job_id, follow=True):  # doctest: +SKIP
+            >>> job = monitor.submit(["python", "-c", "print('one'); print('two')"])
+            >>> job_id = job["id"].iloc[0]
+            >>> for event in monitor.events(job_id, follow=True, seconds_interval=0.2):
             ...     print(event.message)
+            one
+            two
         """
         job_id = check_text("job_id", job_id)
         if not isinstance(start_from_head, bool) or not isinstance(follow, bool):
@@ -449,7 +518,11 @@ class Monitor:
             finished = str(job.get("status", "")).lower() in INACTIVE_STATUSES
             group = _log_group_of(job) or self._log_group
             stream = _log_stream_of(job)
-            problem = "has no log stream yet"
+            problem = (
+                "has no log stream, so there is no log to read"
+                if finished
+                else "has no log stream yet"
+            )
             if stream is not None:
                 try:
                     pages = self._read_log_pages(group, stream, token, start_from_head)
@@ -459,7 +532,9 @@ class Monitor:
                 except AWSError as error:
                     if error_code(error) != "ResourceNotFoundException":
                         raise
-                    problem = f"has no readable log stream {stream} in log group {group} yet"
+                    problem = f"has no readable log stream {stream} in log group {group}" + (
+                        " (deleted, expired or never written)" if finished else " yet"
+                    )
                 else:
                     problem = ""
             if problem and (finished or not follow):
@@ -488,9 +563,13 @@ class Monitor:
         logged warning with its status and reason.
 
         Example:
-            >>> frame = monitor.log(job_id)  # doctest: +SKIP
+            >>> job_id = monitor.submit(["python", "-c", "print('hello')"])["id"].iloc[0]
+            >>> while job_id not in set(monitor.inactive()["id"]):
+            ...     time.sleep(0.2)
+            >>> frame = monitor.log(job_id)
             hello
-            world
+            >>> frame["message"].tolist()
+            ['hello']
         """
         target = sys.stdout if file is None else file
         rows: list[dict[str, Any]] = []

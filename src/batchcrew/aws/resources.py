@@ -12,8 +12,10 @@ from typing import Any
 __all__ = [
     "FARGATE_MEMORY_MIB",
     "MEMORY_UNITS",
+    "MEMORY_UNIT_SYMBOLS",
     "check_fargate_resources",
     "memory_mebibytes",
+    "number_text",
     "resource_requirements",
 ]
 
@@ -30,6 +32,18 @@ MEMORY_UNITS: dict[str, int] = {
     "MiB": 2**20,
 }
 """Bytes per unit for every memory unit name batchcrew accepts."""
+
+MEMORY_UNIT_SYMBOLS: dict[str, str] = {
+    "gigabytes": "GB",
+    "GB": "GB",
+    "gibibytes": "GiB",
+    "GiB": "GiB",
+    "megabytes": "MB",
+    "MB": "MB",
+    "mebibytes": "MiB",
+    "MiB": "MiB",
+}
+"""The short symbol of every memory unit name: `gigabytes` and `GB` are both `GB`."""
 
 
 def _steps(first: int, last: int, step: int) -> tuple[int, ...]:
@@ -69,14 +83,14 @@ def memory_mebibytes(memory: float, memory_units: str = "gigabytes") -> int:
 
 def resource_requirements(
     cpus: float | None = None,
-    gpus: int | None = None,
+    gpus: float | None = None,
     memory: float | None = None,
     memory_units: str = "gigabytes",
 ) -> list[dict[str, str]]:
     """The `resourceRequirements` list for a job definition or a submission; None is left out.
 
-    `cpus` is a positive number of vCPUs, `gpus` a whole number of GPUs (0 means none) and
-    `memory` a positive amount in `memory_units`.
+    `cpus` is a positive number of vCPUs, `gpus` a whole number of GPUs (0 means none; 2.0
+    counts as 2) and `memory` a positive amount in `memory_units`.
 
     Example:
         >>> resource_requirements(cpus=2, memory=512, memory_units="MiB")
@@ -85,7 +99,7 @@ def resource_requirements(
     _bytes_per_unit(memory_units)  # a wrong unit is an error even when memory is None
     requirements: list[dict[str, str]] = []
     if cpus is not None:
-        requirements.append({"type": "VCPU", "value": _number_text(_positive_number("cpus", cpus))})
+        requirements.append({"type": "VCPU", "value": number_text(_positive_number("cpus", cpus))})
     if memory is not None:
         mebibytes = memory_mebibytes(memory, memory_units)
         requirements.append({"type": "MEMORY", "value": str(mebibytes)})
@@ -114,10 +128,10 @@ def check_fargate_resources(requirements: list[dict[str, str]]) -> None:
         raise ValueError("gpus: Fargate does not support GPUs; use platform_capabilities='EC2'")
     cpus = float(values["VCPU"]) if "VCPU" in values else None
     memory = int(values["MEMORY"]) if "MEMORY" in values else None
-    allowed_cpus = ", ".join(_number_text(value) for value in FARGATE_MEMORY_MIB)
+    allowed_cpus = ", ".join(number_text(value) for value in FARGATE_MEMORY_MIB)
     if cpus is not None and cpus not in FARGATE_MEMORY_MIB:
         raise ValueError(
-            f"cpus={_number_text(cpus)} is not a Fargate size; Fargate allows {allowed_cpus} vCPUs"
+            f"cpus={number_text(cpus)} is not a Fargate size; Fargate allows {allowed_cpus} vCPUs"
         )
     if memory is None:
         return
@@ -131,7 +145,7 @@ def check_fargate_resources(requirements: list[dict[str, str]]) -> None:
     sizes = FARGATE_MEMORY_MIB[cpus]
     if memory not in sizes:
         raise ValueError(
-            f"memory={memory} MiB does not fit cpus={_number_text(cpus)} on Fargate; allowed: "
+            f"memory={memory} MiB does not fit cpus={number_text(cpus)} on Fargate; allowed: "
             f"{_describe_sizes(sizes)} MiB (set memory_units='MiB' to give exact sizes)"
         )
 
@@ -168,8 +182,13 @@ def _whole_number(argument: str, value: Any) -> int:
     return int(value)
 
 
-def _number_text(value: float) -> str:
-    """'2' for 2.0, '0.25' for 0.25: the way AWS writes resource values."""
+def number_text(value: float) -> str:
+    """A number the way AWS writes resource values: no trailing `.0`.
+
+    Example:
+        >>> number_text(2.0), number_text(0.25)
+        ('2', '0.25')
+    """
     if value == int(value):
         return str(int(value))
     return repr(value)

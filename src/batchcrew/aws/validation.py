@@ -6,6 +6,7 @@ turns valid values into request shapes. Pure code: no AWS calls, no boto3.
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,18 +17,22 @@ __all__ = [
     "JOB_STATUSES",
     "PLATFORM_CAPABILITIES",
     "check_command",
-    "check_definition_name",
+    "check_definition_reference",
     "check_int",
     "check_job_ids",
     "check_job_name",
     "check_optional_bool",
     "check_platform",
     "check_priority",
+    "check_queue_reference",
+    "check_resource_name",
     "check_role_arn",
     "check_statuses",
     "check_string_map",
     "check_text",
     "environment_list",
+    "extra_container_overrides",
+    "retry_strategy_request",
     "shared_request_fields",
     "timeout_request",
 ]
@@ -40,10 +45,30 @@ PLATFORM_CAPABILITIES = ("EC2", "FARGATE")
 """The platforms a container job definition can target."""
 
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-_DEFINITION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_RESOURCE_NAME = r"[A-Za-z0-9_-]{1,128}"
+_RESOURCE_NAME_ONLY = re.compile(rf"^{_RESOURCE_NAME}$")
+_BATCH_ARN = r"arn:aws[a-z-]*:batch:[a-z0-9-]+:\d{12}"
+_DEFINITION_REFERENCE = re.compile(
+    rf"^(?:{_BATCH_ARN}:job-definition/)?{_RESOURCE_NAME}(?::[1-9]\d*)?$"
+)
+_QUEUE_REFERENCE = re.compile(rf"^(?:{_BATCH_ARN}:job-queue/)?{_RESOURCE_NAME}$")
+_NAME_RULE = "1 to 128 letters, digits, '-' or '_'"
 _ROLE_ARN = re.compile(r"^arn:[a-z0-9-]+:iam::\d{12}:role/\S+$")
 _SECONDS_TIMEOUT_MIN = 60
 _RESERVED_ENVIRONMENT_PREFIX = "AWS_BATCH"
+_RETRY_ATTEMPTS_MAX = 10
+_EVALUATE_ON_EXIT_MAX = 5
+_EVALUATE_ON_EXIT_KEYS = ("action", "onStatusReason", "onReason", "onExitCode")
+_EVALUATE_ON_EXIT_TEXT_MAX = 512
+_RETRY_ACTIONS = ("RETRY", "EXIT")
+_OVERRIDES_SET_BY_BATCHCREW = {
+    "command": "the worker command is batchcrew's",
+    "environment": "give variables with environment=",
+    "resourceRequirements": "give resources with cpus=, gpus= and memory=",
+    "vcpus": "give resources with cpus=",
+    "memory": "give resources with memory=",
+}
+_OVERRIDES_PASSED_ON = ("instanceType",)
 
 
 def check_text(argument: str, value: object) -> str:
@@ -71,16 +96,48 @@ def check_job_name(value: object) -> str:
     return _check_name("name", value, _JOB_NAME, rule)
 
 
-def check_definition_name(value: object) -> str:
-    """A valid job definition name: 1-128 letters, digits, `-` or `_`.
+def check_resource_name(argument: str, value: object) -> str:
+    """A job queue or job definition name: 1-128 letters, digits, `-` or `_`.
 
     Example:
-        >>> check_definition_name("my-definition")
+        >>> check_resource_name("job_definition", "my-definition")
         'my-definition'
     """
-    return _check_name(
-        "job_definition", value, _DEFINITION_NAME, "1 to 128 letters, digits, '-' or '_'"
-    )
+    return _check_name(argument, value, _RESOURCE_NAME_ONLY, _NAME_RULE)
+
+
+def check_definition_reference(value: object, argument: str = "job_definition") -> str:
+    """A job definition as SubmitJob takes it: a name, `name:revision`, or an ARN (with or
+    without the revision); the name follows `check_resource_name`'s rule.
+
+    Example:
+        >>> check_definition_reference("my-definition:3")
+        'my-definition:3'
+        >>> check_definition_reference("my definition")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: job_definition must be a name of ... ARN, not 'my definition'
+    """
+    rule = f"be a name of {_NAME_RULE} (with ':revision' if you like) or a job definition ARN"
+    return _check_reference(argument, value, _DEFINITION_REFERENCE, rule)
+
+
+def check_queue_reference(value: object, argument: str = "job_queue") -> str:
+    """A job queue by name (1-128 letters, digits, `-` or `_`) or by ARN.
+
+    Example:
+        >>> check_queue_reference("arn:aws:batch:us-east-1:123456789012:job-queue/my-queue")
+        'arn:aws:batch:us-east-1:123456789012:job-queue/my-queue'
+    """
+    rule = f"be a name of {_NAME_RULE} or a job queue ARN"
+    return _check_reference(argument, value, _QUEUE_REFERENCE, rule)
+
+
+def _check_reference(argument: str, value: object, pattern: re.Pattern[str], rule: str) -> str:
+    reference = check_text(argument, value)
+    if not pattern.match(reference):
+        raise ValueError(f"{argument} must {rule}, not {reference!r}")
+    return reference
 
 
 def _check_name(argument: str, value: object, pattern: re.Pattern[str], rule: str) -> str:
@@ -167,14 +224,16 @@ def environment_list(value: object) -> list[dict[str, str]] | None:
 
 
 def check_int(argument: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    """`value` if it is an int from `minimum` to `maximum`; else an error naming the range.
+    """`value` as an int if it is a whole number from `minimum` to `maximum`; else an error naming
+    the range. numpy integers (a revision read from a DataFrame) count.
 
     Example:
         >>> check_int("revision", 3, minimum=1)
         3
     """
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
+    value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         upper = f" and at most {maximum}" if maximum is not None else ""
         raise ValueError(f"{argument} must be at least {minimum}{upper}, not {value}")
@@ -288,3 +347,93 @@ def check_platform(value: object) -> str:
             f"not {value!r}"
         )
     return platform
+
+
+def retry_strategy_request(value: object) -> dict[str, Any] | None:
+    """None, or AWS's `retryStrategy` shape checked against its documented limits.
+
+    `attempts` is 1 to 10; `evaluateOnExit` holds up to 5 conditions, each with an `action`
+    (`RETRY` or `EXIT`, any case) and optional `onStatusReason`, `onReason` and `onExitCode`
+    patterns of at most 512 characters.
+
+    Example:
+        >>> retry_strategy_request({"attempts": 2, "evaluateOnExit": [
+        ...     {"action": "retry", "onStatusReason": "Host EC2*"}]})
+        {'attempts': 2, 'evaluateOnExit': [{'action': 'RETRY', 'onStatusReason': 'Host EC2*'}]}
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            "retry_strategy must be a mapping such as {'attempts': 2}, "
+            f"not {type(value).__name__}"
+        )
+    _check_keys("retry_strategy", value, ("attempts", "evaluateOnExit"))
+    strategy: dict[str, Any] = {}
+    if "attempts" in value:
+        strategy["attempts"] = check_int(
+            "retry_strategy['attempts']", value["attempts"], 1, _RETRY_ATTEMPTS_MAX
+        )
+    if "evaluateOnExit" in value:
+        conditions = value["evaluateOnExit"]
+        if isinstance(conditions, (str, bytes)) or not isinstance(conditions, Sequence):
+            raise TypeError("retry_strategy['evaluateOnExit'] must be a list of mappings")
+        if len(conditions) > _EVALUATE_ON_EXIT_MAX:
+            raise ValueError(
+                f"retry_strategy['evaluateOnExit'] may hold at most {_EVALUATE_ON_EXIT_MAX} "
+                f"conditions, not {len(conditions)}"
+            )
+        strategy["evaluateOnExit"] = [_evaluate_on_exit(condition) for condition in conditions]
+    return strategy
+
+
+def _evaluate_on_exit(condition: object) -> dict[str, str]:
+    argument = "retry_strategy['evaluateOnExit']"
+    if not isinstance(condition, Mapping):
+        raise TypeError(f"{argument} must hold mappings, not {type(condition).__name__}")
+    _check_keys(argument, condition, _EVALUATE_ON_EXIT_KEYS)
+    action = condition.get("action")
+    if not isinstance(action, str) or action.upper() not in _RETRY_ACTIONS:
+        raise ValueError(f"{argument}: action must be RETRY or EXIT, not {action!r}")
+    checked = {"action": action.upper()}
+    for key in _EVALUATE_ON_EXIT_KEYS[1:]:
+        if key in condition:
+            pattern = check_text(f"{argument}[{key!r}]", condition[key])
+            if len(pattern) > _EVALUATE_ON_EXIT_TEXT_MAX:
+                raise ValueError(
+                    f"{argument}[{key!r}] must have at most {_EVALUATE_ON_EXIT_TEXT_MAX} characters"
+                )
+            checked[key] = pattern
+    return checked
+
+
+def extra_container_overrides(value: object) -> dict[str, Any] | None:
+    """None, or the `containerOverrides` members batchcrew passes on as they are.
+
+    batchcrew writes the command, the environment and the resources of its jobs itself, so
+    those members are refused with a pointer to the argument that sets them; of the others,
+    `instanceType` (for multi-node jobs) is passed on.
+
+    Example:
+        >>> extra_container_overrides({"instanceType": "c5.xlarge"})
+        {'instanceType': 'c5.xlarge'}
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"container_overrides must be a mapping, not {type(value).__name__}")
+    for key in value:
+        if key in _OVERRIDES_SET_BY_BATCHCREW:
+            raise ValueError(
+                f"container_overrides must not set {key!r}: {_OVERRIDES_SET_BY_BATCHCREW[key]}"
+            )
+    _check_keys("container_overrides", value, _OVERRIDES_PASSED_ON)
+    return {key: check_text(f"container_overrides[{key!r}]", item) for key, item in value.items()}
+
+
+def _check_keys(argument: str, value: Mapping[Any, Any], allowed: Sequence[str]) -> None:
+    unknown = sorted(map(str, set(value) - set(allowed)))
+    if unknown:
+        raise ValueError(
+            f"{argument} has unknown keys {unknown}; allowed keys: {', '.join(allowed)}"
+        )

@@ -1,9 +1,9 @@
 """The child process of `LocalBatch`: moto's server and the local engine, living and dying together.
 
-Owns their start-up order (engine first, then moto with `DOCKER_HOST` pointing at it), the one
-line that announces their ports, and the shutdown that kills every job. It sets process-wide
-environment variables for moto, which is why it runs in a process of its own and is never imported
-by library code.
+Owns their start-up order (engine first, then moto with `DOCKER_HOST` pointing at it and the
+corrections that make moto's Batch answer as AWS does), the one line that announces their ports,
+and the shutdown that kills every job. It sets process-wide environment variables and patches moto,
+which is why it runs in a process of its own and is never imported by library code.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import shutil
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
+from batchcrew.localbatch.corrections import install as install_corrections
 from batchcrew.localbatch.engine import LOOPBACK, Engine
+from batchcrew.localbatch.motojobs import MotoJobs
 
 logger = logging.getLogger("batchcrew.localbatch.backend")
 
@@ -33,14 +36,13 @@ def _watch_parent(stopping: threading.Event, parent_gone: threading.Event) -> No
 
 def _import_backends() -> None:
     # moto imports a service's code on its first request, and EC2's takes about a second;
-    # importing it now overlaps that with the parent making its clients.
+    # importing IAM's and Logs' now overlaps that with the parent making its clients (Batch's,
+    # with EC2's, is imported by the corrections before the ports are announced).
     try:
-        import moto.batch.models
-        import moto.ec2.models
         import moto.iam.models
         import moto.logs.models  # noqa: F401
     except ImportError:
-        logger.exception("could not import moto's Batch, EC2, IAM or Logs backend")
+        logger.exception("could not import moto's IAM or Logs backend")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     Prints one JSON line, `{"engine_port": ..., "moto_port": ...}`, once both listen; after it,
     anything written to stdout goes to stderr. moto's server ends with the process.
 
-    Example:
+    Example (not run as a test: it serves until SIGTERM):
         >>> main(["--workdir", "."])  # doctest: +SKIP
         {"engine_port": 41234, "moto_port": 41235}
     """
@@ -76,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal_number, lambda number, frame: stopping.set())
     threading.Thread(target=_watch_parent, args=(stopping, parent_gone), daemon=True).start()
 
-    engine = Engine(workdir=arguments.workdir).start()
+    engine = Engine(workdir=arguments.workdir, jobs=MotoJobs()).start()
+    # Batch's backend takes about a second to import: patch it while moto's server starts, and
+    # before any request can reach it.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corrections")
+    corrections = pool.submit(install_corrections)
+    pool.shutdown(wait=False)
     try:
         # moto's job threads each build a docker client with docker.from_env() at run time.
         os.environ["DOCKER_HOST"] = engine.docker_host
@@ -85,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         moto = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
         moto.start()
         moto_port = moto.get_host_and_port()[1]
+        corrections.result()  # a failure to patch stops the start
         # moto tells each job where it is through MOTO_PORT (in the job's environment).
         os.environ["MOTO_PORT"] = str(moto_port)
         print(json.dumps({"engine_port": engine.port, "moto_port": moto_port}), flush=True)

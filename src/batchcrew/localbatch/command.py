@@ -59,7 +59,7 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 def run_local_batch(arguments: argparse.Namespace) -> int:
     """Start a `LocalBatch`, print how to use it, and serve until Ctrl-C or SIGTERM.
 
-    Example:
+    Example (not run as a test: it serves until Ctrl-C):
         >>> run_local_batch(argparse.Namespace(region="us-east-1", ...))  # doctest: +SKIP
         0
     """

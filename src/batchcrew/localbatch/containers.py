@@ -1,18 +1,20 @@
 """A container of the local engine: one command run as a local process in its own process group.
 
 Owns a container's life (created, running, exited, removed), its process group, its captured
-output and its exit status as Docker reports it. It must not speak HTTP nor decide what the
-environment holds.
+output and its exit status as Docker reports it, a kill for memory included (the limit itself is
+`memory.py`'s). It must not speak HTTP nor decide what the environment holds.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import functools
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -20,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
+
+from batchcrew.localbatch.memory import Confinement, MemoryLimits
 
 logger = logging.getLogger("batchcrew.localbatch.containers")
 
@@ -78,6 +82,8 @@ class LogRecord:
 class ContainerSpec:
     """What `POST /containers/create` asked for, as far as a local process can honour it.
 
+    `memory_bytes` is the memory limit (Docker's `HostConfig.Memory`; 0 for none).
+
     Example:
         >>> spec = ContainerSpec(name="job-1", image="python", argv=("python", "-V"))
         >>> spec.argv[0]
@@ -90,6 +96,12 @@ class ContainerSpec:
     env: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict)
     host_config: Mapping[str, Any] = field(default_factory=dict)
+    memory_bytes: int = 0
+
+
+ExitHook = Callable[[ContainerSpec, int, bool], None]
+"""Told of every exit of a container's main process (spec, exit code, killed for memory), before
+anyone can see the container as exited."""
 
 
 def format_timestamp(timestamp_ns: int) -> str:
@@ -118,23 +130,38 @@ class Container:
 
     States follow Docker's: `created` → `running` → `exited` (and `running` again on a restart);
     `removed` ends it. When the main process exits, the rest of its process group is killed,
-    as Docker ends every process of a container whose main process ends.
+    as Docker ends every process of a container whose main process ends. With `memory_limits`
+    and a `memory_bytes` in its spec, each run is confined to that much memory; a run the
+    kernel kills for reaching it is reported as Docker reports it (`State.OOMKilled`, exit
+    code 137). `on_exit` hears of every exit first.
 
     Example:
         >>> spec = ContainerSpec(name="hello", image="any", argv=("echo", "hi"))
         >>> container = Container("0" * 64, spec)
-        >>> container.start({"PATH": "/bin:/usr/bin"}, ".")  # doctest: +SKIP
-        >>> container.wait("not-running")  # doctest: +SKIP
+        >>> container.start({"PATH": "/bin:/usr/bin"}, ".")
+        >>> container.wait("not-running")
         (0, '')
+        >>> container.status
+        'exited'
     """
 
     def __init__(
-        self, container_id: str, spec: ContainerSpec, *, log_bytes_max: int = LOG_BYTES_MAX
+        self,
+        container_id: str,
+        spec: ContainerSpec,
+        *,
+        log_bytes_max: int = LOG_BYTES_MAX,
+        memory_limits: MemoryLimits | None = None,
+        on_exit: ExitHook | None = None,
     ) -> None:
         self.id = container_id
         self.spec = spec
         self.created_ns = time.time_ns()
         self._log_bytes_max = log_bytes_max
+        self._memory_limits = memory_limits if spec.memory_bytes else None
+        self._on_exit = on_exit
+        self._confinement: Confinement | None = None
+        self._oom_killed = False
         self._condition = threading.Condition()
         self._status = "created"
         self._pid = 0
@@ -174,7 +201,12 @@ class Container:
         """Run the command in a new session; raise `RequestError` (304) if already running.
 
         Example:
-            >>> container.start({"PATH": "/usr/bin:/bin"}, "/tmp")  # doctest: +SKIP
+            >>> container = Container("1" * 64, ContainerSpec("job", "any", ("pwd",)))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, "/")
+            >>> container.wait()
+            (0, '')
+            >>> [record.data for record in container.logs(frozenset({STDOUT}))]
+            [b'/\\n']
         """
         with self._condition:
             if self._status == "running":
@@ -183,7 +215,7 @@ class Container:
                 raise RequestError(404, f"No such container: {self.id}")
             try:
                 process = subprocess.Popen(
-                    self.spec.argv,
+                    self._confined_argv(environment),
                     env=dict(environment),
                     cwd=cwd,
                     stdin=subprocess.DEVNULL,
@@ -192,6 +224,7 @@ class Container:
                     start_new_session=True,
                 )
             except OSError as error:
+                self._release_confinement()
                 self._exit_code = 127 if isinstance(error, FileNotFoundError) else 126
                 self._error = f'exec: "{self.spec.argv[0]}": {error.strerror or error}'
                 message = f"failed to start container {self.id}: {self._error}"
@@ -201,6 +234,7 @@ class Container:
             self._status = "running"
             self._exit_code = 0
             self._error = ""
+            self._oom_killed = False
             self._started_ns = time.time_ns()
             self._finished_ns = 0
         assert process.stdout is not None and process.stderr is not None
@@ -212,6 +246,33 @@ class Container:
             reader.start()
         threading.Thread(target=self._watch, args=(process, readers), daemon=True).start()
         logger.info("container %s started: pid %d, %s", self.spec.name, process.pid, self.spec.argv)
+
+    def _confined_argv(self, environment: Mapping[str, str]) -> tuple[str, ...]:
+        """The command, behind the memory limit of a new run when there is one.
+
+        The shell in front of a limited command would find a missing program only once started
+        (exit code 127), so the program is looked for first: starting fails as without a limit.
+        """
+        if self._memory_limits is None:
+            return self.spec.argv
+        if shutil.which(self.spec.argv[0], path=environment.get("PATH", os.defpath)) is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self.spec.argv[0])
+        try:
+            self._confinement = self._memory_limits.confine(self.id[:16], self.spec.memory_bytes)
+        except OSError as error:
+            raise RequestError(
+                500, f"cannot limit the memory of container {self.id}: {error}"
+            ) from None
+        return self._confinement.command(self.spec.argv)
+
+    def _release_confinement(self) -> bool:
+        """End the run's memory limit; whether the kernel killed the run for memory."""
+        confinement, self._confinement = self._confinement, None
+        if confinement is None:
+            return False
+        oom_killed = confinement.oom_killed()
+        confinement.release()
+        return oom_killed
 
     def _read(self, pipe: IO[bytes], stream: int) -> None:
         with pipe:
@@ -242,6 +303,7 @@ class Container:
             self._signal_group(signal.SIGKILL)
             self._group_signallable = False
         returncode = process.wait()
+        oom_killed = self._release_confinement()
         for reader in readers:
             reader.join(SECONDS_EXIT)
             if reader.is_alive():
@@ -249,8 +311,20 @@ class Container:
                     "container %s: a process outside its group keeps its output open",
                     self.spec.name,
                 )
+        if oom_killed:
+            logger.warning(
+                "container %s was killed for using more than its %d bytes of memory",
+                self.spec.name,
+                self.spec.memory_bytes,
+            )
+        if self._on_exit is not None:
+            try:
+                self._on_exit(self.spec, exit_status(returncode), oom_killed)
+            except Exception:
+                logger.exception("container %s: its exit could not be reported", self.spec.name)
         with self._condition:
             self._exit_code = exit_status(returncode)
+            self._oom_killed = oom_killed
             self._finished_ns = time.time_ns()
             if self._status == "running":
                 self._status = "exited"
@@ -268,7 +342,11 @@ class Container:
         """Send a signal to the whole process group; `RequestError` (409) if not running.
 
         Example:
-            >>> container.kill(signal.SIGTERM)  # doctest: +SKIP
+            >>> container = Container("2" * 64, ContainerSpec("job", "any", ("sleep", "60")))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> container.kill(signal.SIGTERM)
+            >>> container.wait()
+            (143, '')
         """
         with self._condition:
             if self._status != "running":
@@ -283,7 +361,11 @@ class Container:
         Raises `RequestError` (304) when the container is not running.
 
         Example:
-            >>> container.stop(10.0)  # doctest: +SKIP
+            >>> container = Container("3" * 64, ContainerSpec("job", "any", ("sleep", "60")))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> container.stop(10.0)
+            >>> container.status, container.wait()
+            ('exited', (143, ''))
         """
         with self._condition:
             if self._status != "running":
@@ -315,7 +397,14 @@ class Container:
         for an unknown condition and (408) when `seconds` pass first.
 
         Example:
-            >>> container.wait("not-running")  # doctest: +SKIP
+            >>> container = Container("4" * 64, ContainerSpec("job", "any", ("sleep", "60")))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> container.wait("not-running", seconds=0.1)
+            Traceback (most recent call last):
+            ...
+            batchcrew.localbatch.containers.RequestError: ...
+            >>> container.kill()
+            >>> container.wait("not-running")
             (137, '')
         """
         with self._condition:
@@ -336,7 +425,11 @@ class Container:
         """Mark the container removed; a running one needs `force` (it is killed) or gets 409.
 
         Example:
-            >>> container.remove(force=True)  # doctest: +SKIP
+            >>> container = Container("5" * 64, ContainerSpec("job", "any", ("sleep", "60")))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> container.remove(force=True)
+            >>> container.status
+            'removed'
         """
         with self._condition:
             if self._status == "running":
@@ -362,8 +455,15 @@ class Container:
         """The output kept so far from `streams`, between `since_ns` and `until_ns`.
 
         Example:
-            >>> [record.data for record in container.logs(frozenset({STDOUT}))]  # doctest: +SKIP
-            [b'hello\\n']
+            >>> argv = ("sh", "-c", "echo out; echo err >&2")
+            >>> container = Container("6" * 64, ContainerSpec("job", "any", argv))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> container.wait()
+            (0, '')
+            >>> [record.data for record in container.logs(frozenset({STDOUT}))]
+            [b'out\\n']
+            >>> sorted(record.data for record in container.logs(frozenset({STDOUT, STDERR})))
+            [b'err\\n', b'out\\n']
         """
         with self._condition:
             records = list(self._records)
@@ -382,8 +482,13 @@ class Container:
         """Like `logs`, then every new record as it comes, until the container stops running.
 
         Example:
-            >>> for record in container.follow(frozenset({STDOUT, STDERR})):  # doctest: +SKIP
+            >>> argv = ("sh", "-c", "echo one; sleep 0.2; echo two")
+            >>> container = Container("7" * 64, ContainerSpec("job", "any", argv))
+            >>> container.start({"PATH": "/usr/bin:/bin"}, ".")
+            >>> for record in container.follow(frozenset({STDOUT, STDERR})):
             ...     print(record.data)
+            b'one\\n'
+            b'two\\n'
         """
         with self._condition:
             position = self._records_dropped + len(self._records)
@@ -418,7 +523,7 @@ class Container:
                 "Running": running,
                 "Paused": False,
                 "Restarting": False,
-                "OOMKilled": False,
+                "OOMKilled": self._oom_killed,
                 "Dead": False,
                 "Pid": self._pid if running else 0,
                 "ExitCode": self._exit_code,

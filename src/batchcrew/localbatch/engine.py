@@ -27,7 +27,7 @@ from decimal import Decimal, InvalidOperation
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from batchcrew.localbatch.containers import (
@@ -42,7 +42,12 @@ from batchcrew.localbatch.containers import (
     format_timestamp,
     image_id,
 )
-from batchcrew.localbatch.environment import host_environment, job_environment
+from batchcrew.localbatch.environment import (
+    host_environment,
+    job_environment,
+    parse_container_env,
+)
+from batchcrew.localbatch.memory import LIMIT_BYTES_MIN, MemoryLimits, detect_memory_limits
 
 logger = logging.getLogger("batchcrew.localbatch.engine")
 
@@ -96,6 +101,22 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+class BatchJobs(Protocol):
+    """What the engine learns from, and tells, the Batch service whose jobs its containers run.
+
+    Both are given a container's environment (`AWS_BATCH_JOB_ID` names its job).
+    """
+
+    def memory_bytes(self, environment: Mapping[str, str]) -> int:
+        """The memory the job asked for, in bytes (0: none), for a container created without
+        a limit of its own."""
+
+    def container_exited(
+        self, environment: Mapping[str, str], exit_code: int, oom_killed: bool
+    ) -> None:
+        """Record how the job's container ended, before the container is seen as exited."""
+
+
 def json_reply(status: int, value: object) -> Reply:
     """A reply whose body is `value` as JSON.
 
@@ -111,11 +132,14 @@ class Engine:
 
     Point docker-py (or moto, through `DOCKER_HOST`) at `docker_host`. The image of a container
     is ignored; its command runs on this machine in `workdir`, with the environment described
-    in `environment.py`. `close()` kills every container's process group.
+    in `environment.py`. A container's memory limit (`HostConfig.Memory`, docker-py's
+    `mem_limit`; else the memory its Batch job asked `jobs` for) is enforced by
+    `memory_limits` (found by `detect_memory_limits` on first need). `close()` kills every
+    container's process group.
 
     Example:
-        >>> import docker  # doctest: +SKIP
-        >>> with Engine() as engine:  # doctest: +SKIP
+        >>> import docker
+        >>> with Engine() as engine:
         ...     client = docker.DockerClient(base_url=engine.docker_host)
         ...     container = client.containers.run("any", ["python", "-V"], detach=True)
         ...     container.wait()["StatusCode"]
@@ -130,6 +154,8 @@ class Engine:
         python: str = sys.executable,
         environment: Mapping[str, str] | None = None,
         log_bytes_max: int = LOG_BYTES_MAX,
+        memory_limits: MemoryLimits | None = None,
+        jobs: BatchJobs | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, not {port}")
@@ -141,6 +167,8 @@ class Engine:
         )
         self._port_requested = port
         self._log_bytes_max = log_bytes_max
+        self._memory_limits = memory_limits
+        self.jobs = jobs
         self._lock = threading.Lock()
         self._containers: dict[str, Container] = {}
         self._closing = False
@@ -151,7 +179,10 @@ class Engine:
         """Bind 127.0.0.1 and serve in a background thread; returns the engine itself.
 
         Example:
-            >>> engine = Engine().start()  # doctest: +SKIP
+            >>> engine = Engine().start()
+            >>> engine.start() is engine  # already serving
+            True
+            >>> engine.close()
         """
         with self._lock:
             if self._server is not None:
@@ -175,8 +206,9 @@ class Engine:
         """The TCP port the engine listens on (after `start`).
 
         Example:
-            >>> Engine(port=2375).start().port  # doctest: +SKIP
-            2375
+            >>> with Engine() as engine:  # port 0: a free one is picked
+            ...     0 < engine.port < 65536
+            True
         """
         if self._server is None:
             raise RuntimeError("the engine is not started")
@@ -187,8 +219,9 @@ class Engine:
         """The engine's address in `DOCKER_HOST` form.
 
         Example:
-            >>> Engine(port=2375).start().docker_host  # doctest: +SKIP
-            'tcp://127.0.0.1:2375'
+            >>> with Engine() as engine:
+            ...     engine.docker_host == f"tcp://127.0.0.1:{engine.port}"
+            True
         """
         return f"tcp://{LOOPBACK}:{self.port}"
 
@@ -196,7 +229,13 @@ class Engine:
         """Stop serving and kill every container's process group; safe to call twice.
 
         Example:
-            >>> engine.close()  # doctest: +SKIP
+            >>> engine = Engine().start()
+            >>> container = engine.create(ContainerSpec("job-1", "any", ("sleep", "60")))
+            >>> engine.start_container(container)
+            >>> engine.close()
+            >>> container.status
+            'removed'
+            >>> engine.close()  # a second time does nothing
         """
         with self._lock:
             self._closing = True
@@ -215,6 +254,8 @@ class Engine:
         server.server_close()
         if self._thread is not None:
             self._thread.join()
+        if self._memory_limits is not None:
+            self._memory_limits.close()
         logger.info("engine closed; %d containers killed or removed", len(containers))
 
     def __enter__(self) -> Engine:
@@ -232,7 +273,12 @@ class Engine:
         """Register a new container; a name already in use is Docker's 409 conflict.
 
         Example:
-            >>> engine.create(ContainerSpec("job-1", "any", ("python", "-V")))  # doctest: +SKIP
+            >>> with Engine() as engine:
+            ...     first = engine.create(ContainerSpec("job-1", "any", ("python", "-V")))
+            ...     engine.create(ContainerSpec("job-1", "any", ("python", "-V")))
+            Traceback (most recent call last):
+            ...
+            batchcrew.localbatch.containers.RequestError: Conflict. The container name "/job-1" ...
         """
         with self._lock:
             self._check_open()
@@ -244,7 +290,15 @@ class Engine:
                         f'container "{other.id}". You have to remove (or rename) that '
                         "container to be able to reuse that name.",
                     )
-            container = Container(secrets.token_hex(32), spec, log_bytes_max=self._log_bytes_max)
+            if spec.memory_bytes and self._memory_limits is None:
+                self._memory_limits = detect_memory_limits()
+            container = Container(
+                secrets.token_hex(32),
+                spec,
+                log_bytes_max=self._log_bytes_max,
+                memory_limits=self._memory_limits,
+                on_exit=self._container_exited if self.jobs is not None else None,
+            )
             self._containers[container.id] = container
         return container
 
@@ -252,7 +306,11 @@ class Engine:
         """Start a container unless the engine is closing (so no process outlives `close`).
 
         Example:
-            >>> engine.start_container(engine.lookup("job-1"))  # doctest: +SKIP
+            >>> with Engine() as engine:
+            ...     container = engine.create(ContainerSpec("job-1", "any", ("python", "-V")))
+            ...     engine.start_container(container)
+            ...     container.wait()
+            (0, '')
         """
         with self._lock:
             self._check_open()
@@ -260,12 +318,18 @@ class Engine:
                 job_environment(self.base_environment, container.spec.env), self.workdir
             )
 
+    def _container_exited(self, spec: ContainerSpec, exit_code: int, oom_killed: bool) -> None:
+        assert self.jobs is not None
+        self.jobs.container_exited(parse_container_env(spec.env), exit_code, oom_killed)
+
     def lookup(self, reference: str) -> Container:
         """Find a container by id, unique id prefix or name, as Docker does.
 
         Example:
-            >>> engine.lookup("job-1").spec.name  # doctest: +SKIP
-            'job-1'
+            >>> with Engine() as engine:
+            ...     container = engine.create(ContainerSpec("job-1", "any", ("python", "-V")))
+            ...     engine.lookup("job-1") is engine.lookup(container.id[:12]) is container
+            True
         """
         name = reference.removeprefix("/")
         with self._lock:
@@ -290,7 +354,12 @@ class Engine:
         """Remove a container (killing it first when `force`).
 
         Example:
-            >>> engine.remove("job-1", force=True)  # doctest: +SKIP
+            >>> with Engine() as engine:
+            ...     container = engine.create(ContainerSpec("job-1", "any", ("sleep", "60")))
+            ...     engine.start_container(container)
+            ...     engine.remove("job-1", force=True)
+            ...     engine.containers()
+            []
         """
         container = self.lookup(reference)
         container.remove(force)
@@ -431,16 +500,34 @@ def _container_create(engine: Engine, request: Request) -> Reply:
         for key in ("Mounts", "Binds")
         if host_config.get(key)
     ]
+    memory = _memory_bytes(engine, host_config, env)
     spec = ContainerSpec(
         name=name.removeprefix("/") or f"local_{secrets.token_hex(6)}",
         image=image,
         argv=tuple(argv),
         env=tuple(env),
         config=config,
-        host_config=host_config,
+        host_config={**host_config, "Memory": memory},
+        memory_bytes=memory,
     )
     container = engine.create(spec)
     return json_reply(201, {"Id": container.id, "Warnings": warnings})
+
+
+def _memory_bytes(engine: Engine, host_config: Mapping[str, Any], env: list[str]) -> int:
+    """The container's memory limit: its own `HostConfig.Memory`, else its Batch job's."""
+    memory = host_config.get("Memory") or 0
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
+        raise RequestError(400, "invalid HostConfig.Memory: expected a number of bytes")
+    if 0 < memory < LIMIT_BYTES_MIN:
+        raise RequestError(400, "Minimum memory limit allowed is 6MB")
+    if memory or engine.jobs is None:
+        return memory
+    try:
+        return engine.jobs.memory_bytes(parse_container_env(env))
+    except Exception:
+        logger.exception("the memory of the job of a container could not be read; no limit")
+        return 0
 
 
 def _container_inspect(engine: Engine, request: Request) -> Reply:
@@ -833,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
     Prints the port it listens on (useful with `--port 0`), then serves until SIGTERM or
     Ctrl-C, when it kills every container's process group.
 
-    Example:
+    Example (not run as a test: it serves until SIGTERM):
         >>> main(["--port", "0"])  # doctest: +SKIP
         41234
     """
