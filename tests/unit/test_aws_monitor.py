@@ -18,7 +18,8 @@ import pytest
 from botocore.stub import Stubber
 
 from batchcrew.aws.config import AWSConfig
-from batchcrew.aws.monitor import DESCRIBE_JOBS_MAX_IDS, LogEvent, Monitor, Termination
+from batchcrew.aws.jobs import DESCRIBE_JOBS_MAX_IDS
+from batchcrew.aws.monitor import LogEvent, Monitor, Termination
 from batchcrew.aws.validation import JOB_STATUSES
 from batchcrew.errors import AWSError
 
@@ -448,7 +449,7 @@ def test_submit_can_choose_another_queue(stubbed: Stubbed) -> None:
         ({"environment": {"AWS_BATCH_X": "1"}}, ValueError, "reserved"),
         ({"seconds_timeout": 30}, ValueError, "seconds_timeout must be at least 60"),
         ({"scheduling_priority_override": 10000}, ValueError, "at most 9999"),
-        ({"command": ["x" * 9000]}, ValueError, "AWS Batch allows 8192"),
+        ({"command": ["x" * 9000]}, ValueError, "AWS Batch allows 8,192"),
     ],
 )
 def test_bad_submissions_are_refused_before_any_call(

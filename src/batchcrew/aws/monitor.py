@@ -6,7 +6,6 @@ them. It does not register job definitions (see `definition`) and launches no wo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import secrets
@@ -19,21 +18,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from batchcrew.aws.config import AWSConfig, error_code
 from batchcrew.aws.frames import ColumnKind, table
+from batchcrew.aws.jobs import Jobs, Submission, check_reason, jobs_text
 from batchcrew.aws.resources import resource_requirements
 from batchcrew.aws.validation import (
     ACTIVE_STATUSES,
     INACTIVE_STATUSES,
     JOB_STATUSES,
-    check_command,
     check_definition_reference,
     check_job_ids,
-    check_job_name,
-    check_priority,
     check_queue_reference,
     check_statuses,
     check_text,
-    environment_list,
-    shared_request_fields,
 )
 from batchcrew.errors import AWSError
 
@@ -53,9 +48,6 @@ __all__ = [
 logger = logging.getLogger("batchcrew.aws.monitor")
 
 DEFAULT_LOG_GROUP = "/aws/batch/job"
-DESCRIBE_JOBS_MAX_IDS = 100
-CONTAINER_OVERRIDES_MAX_CHARACTERS = 8192
-REASON_MAX_CHARACTERS = 1024
 DEFAULT_REASON = "cancelled/terminated by the batchcrew monitor"
 
 JOB_COLUMNS: dict[str, ColumnKind] = {
@@ -157,6 +149,7 @@ class Monitor:
         self._job_queues = tuple(dict.fromkeys(queues))
         self._log_group = check_text("log_group", log_group)
         self._aws = AWSConfig.given_or_default(aws)
+        self._jobs = Jobs(self._aws)
         self._matches_definition = _definition_matcher(self._job_definition)
 
     @property
@@ -316,13 +309,13 @@ class Monitor:
             True
         """
         ids = check_job_ids(job_id, argument="job_id")
-        found = self._describe_jobs(ids)
+        found = self._jobs.describe(ids)
         missing = [each for each in ids if each not in found]
         if missing:
             raise AWSError(
                 "DescribeJobs",
                 self._aws.region,
-                _jobs_text(missing),
+                jobs_text(missing),
                 "no such job in this region (a job that finished long ago may have aged out)",
             )
         return table((_detail_row(found[each]) for each in ids), STATUS_COLUMNS)
@@ -359,40 +352,22 @@ class Monitor:
             ['hello']
         """
         queue = self._job_queues[0] if job_queue is None else check_queue_reference(job_queue)
-        overrides: dict[str, Any] = {"command": check_command(command)}
-        variables = environment_list(environment)
-        if variables:
-            overrides["environment"] = variables
-        requirements = resource_requirements(cpus, gpus, memory, memory_units)
-        if requirements:
-            overrides["resourceRequirements"] = requirements
-        size = len(json.dumps(overrides, separators=(",", ":")))
-        if size > CONTAINER_OVERRIDES_MAX_CHARACTERS:
-            raise ValueError(
-                f"command and environment take {size} characters; AWS Batch allows "
-                f"{CONTAINER_OVERRIDES_MAX_CHARACTERS} in containerOverrides"
-            )
-        request: dict[str, Any] = {
-            "jobName": _random_job_name() if name is None else check_job_name(name),
-            "jobQueue": queue,
-            "jobDefinition": self._job_definition,
-            "containerOverrides": overrides,
-        }
-        if share_identifier is not None:
-            request["shareIdentifier"] = check_text("share_identifier", share_identifier)
-        priority = check_priority("scheduling_priority_override", scheduling_priority_override)
-        if priority is not None:
-            request["schedulingPriorityOverride"] = priority
-        request.update(shared_request_fields(seconds_timeout, tags, propagate_tags, parameters))
-        batch = self._aws.client("batch")
-        response = self._aws.call(
-            "SubmitJob",
-            f"job definition {self._job_definition} on job queue {queue}",
-            batch.submit_job,
-            **request,
+        submission = Submission(
+            name=_random_job_name() if name is None else name,
+            job_queue=queue,
+            job_definition=self._job_definition,
+            command=command,
+            environment={} if environment is None else environment,
+            resource_requirements=resource_requirements(cpus, gpus, memory, memory_units),
+            share_identifier=share_identifier,
+            scheduling_priority_override=scheduling_priority_override,
+            parameters=parameters,
+            propagate_tags=propagate_tags,
+            seconds_timeout=seconds_timeout,
+            tags=tags,
         )
-        logger.info("submitted job %s (%s) to %s", response["jobName"], response["jobId"], queue)
-        row = {"name": response["jobName"], "id": response["jobId"], "arn": response.get("jobArn")}
+        job = self._jobs.submit(submission)
+        row = {"name": job.name, "id": job.job_id, "arn": job.arn}
         return table([row], SUBMIT_COLUMNS)
 
     def terminate(
@@ -421,9 +396,7 @@ class Monitor:
             raise ValueError("terminate: give ids or all=True, not both")
         if not isinstance(all, bool):
             raise TypeError(f"all must be True or False, not {type(all).__name__}")
-        reason = check_text("reason", reason)
-        if len(reason) > REASON_MAX_CHARACTERS:
-            raise ValueError(f"reason must have at most {REASON_MAX_CHARACTERS} characters")
+        reason = check_reason(reason)
         finished: list[str] = []
         unknown: list[str] = []
         if all:
@@ -432,7 +405,7 @@ class Monitor:
             raise ValueError("terminate: give the ids of the jobs to end, or all=True")
         else:
             asked = check_job_ids(ids)
-            found = self._describe_jobs(asked)
+            found = self._jobs.describe(asked)
             unknown = [each for each in asked if each not in found]
             finished = [
                 each
@@ -440,40 +413,13 @@ class Monitor:
                 if each in found and str(found[each].get("status", "")).lower() in INACTIVE_STATUSES
             ]
             targets = [each for each in asked if each in found and each not in finished]
-        batch = self._aws.client("batch")
-        failures: list[tuple[str, AWSError]] = []
-        for done, job_id in enumerate(targets, start=1):
-            try:
-                self._aws.call(
-                    "CancelJob", f"job {job_id}", batch.cancel_job, jobId=job_id, reason=reason
-                )
-                self._aws.call(
-                    "TerminateJob",
-                    f"job {job_id}",
-                    batch.terminate_job,
-                    jobId=job_id,
-                    reason=reason,
-                )
-            except AWSError as error:
-                logger.warning("could not end job %s: %s", job_id, error)
-                failures.append((job_id, error))
-            if progress is not None:
-                progress(done, len(targets))
-        logger.info(
-            "asked AWS Batch to end %d job(s); %d already finished, %d unknown",
-            len(targets) - len(failures),
-            len(finished),
-            len(unknown),
-        )
-        if len(failures) == 1:
-            raise failures[0][1]
-        if failures:
-            raise AWSError(
-                "CancelJob/TerminateJob",
-                self._aws.region,
-                f"{len(failures)} of {len(targets)} jobs",
-                "; ".join(f"job {job_id}: {error.reason}" for job_id, error in failures),
+        if finished or unknown:
+            logger.info(
+                "leaving alone %d job(s) already finished and %d unknown id(s)",
+                len(finished),
+                len(unknown),
             )
+        self._jobs.end(targets, reason, progress)
         return Termination(tuple(targets), tuple(finished), tuple(unknown))
 
     # Logs -----------------------------------------------------------------------------------
@@ -606,21 +552,8 @@ class Monitor:
 
         return self._aws.call("ListJobs", f"job queue {queue}", every_page)
 
-    def _describe_jobs(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-        """AWS's description of each known id, asking at most 100 ids per DescribeJobs call."""
-        batch = self._aws.client("batch")
-        found: dict[str, Mapping[str, Any]] = {}
-        for start in range(0, len(ids), DESCRIBE_JOBS_MAX_IDS):
-            chunk = list(ids[start : start + DESCRIBE_JOBS_MAX_IDS])
-            response = self._aws.call(
-                "DescribeJobs", _jobs_text(chunk), batch.describe_jobs, jobs=chunk
-            )
-            for job in response.get("jobs", []):
-                found[job["jobId"]] = job
-        return found
-
     def _describe_one(self, job_id: str) -> Mapping[str, Any]:
-        found = self._describe_jobs([job_id])
+        found = self._jobs.describe([job_id])
         if job_id not in found:
             raise AWSError(
                 "DescribeJobs",
@@ -740,11 +673,3 @@ def _log_group_of(job: Mapping[str, Any]) -> str | None:
 
 def _base_name(queue: str) -> str | None:
     return queue.rpartition("/")[2] or None
-
-
-def _jobs_text(ids: Sequence[str]) -> str:
-    if len(ids) == 1:
-        return f"job {ids[0]}"
-    shown = ", ".join(ids[:3])
-    more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
-    return f"jobs {shown}{more}"
