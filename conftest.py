@@ -25,6 +25,8 @@ from batchcrew.localbatch import LocalBatch
 EXAMPLES_ON_LOCAL_BATCH = (
     "batchcrew.aws.config.",
     "batchcrew.aws.definition.",
+    "batchcrew.aws.listing.",
+    "batchcrew.aws.logs.",
     "batchcrew.aws.monitor.",
     "batchcrew.localbatch.batch.",
 )
