@@ -3,9 +3,9 @@
 Every test runs with boto3 kept away from this machine's AWS configuration: no AWS_* variable,
 no config or credentials file, no instance metadata. One LocalBatch serves the session (its jobs
 really run as local processes); `local_batch` hands it to a test and rebuilds it afterwards, and
-the examples of the AWS modules find it, with a monitor and a job definition aimed at it, in
-their namespace. Examples that speak of `crew` get a running controller with two local workers,
-shared by the session and emptied between examples.
+the examples of the AWS and local Batch modules find it in their namespace, with a monitor and a
+job definition aimed at it and its child process. Examples that speak of `crew` get a running
+controller with two local workers, shared by the session and emptied between examples.
 """
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ from batchcrew.localbatch import LocalBatch
 EXAMPLES_ON_LOCAL_BATCH = (
     "batchcrew.aws.config.",
     "batchcrew.aws.definition.",
+    "batchcrew.aws.listing.",
+    "batchcrew.aws.logs.",
     "batchcrew.aws.monitor.",
+    "batchcrew.localbatch.backend_process.",
     "batchcrew.localbatch.batch.",
+    "batchcrew.localbatch.provisioning.",
 )
 """Modules whose docstring examples run against the session's LocalBatch."""
 
@@ -67,7 +71,8 @@ def local_batch(
 def _examples_find_a_local_batch(
     request: pytest.FixtureRequest, doctest_namespace: dict[str, object]
 ) -> None:
-    """`local`, `monitor` and `definition` for the examples of the AWS and local Batch modules.
+    """`local`, `monitor`, `definition` and `backend` (the child process of `local`) for the
+    examples of the AWS and local Batch modules.
 
     The examples share the session's LocalBatch without a reset between them, so each one makes
     what it needs (jobs, revisions) and never counts what others left behind.
@@ -83,6 +88,7 @@ def _examples_find_a_local_batch(
         local=local,
         monitor=Monitor(local.job_definition, local.job_queue, aws=aws),
         definition=JobDefinition("my-definition", local.job_queue, aws=aws),
+        backend=local._backend,
     )
 
 

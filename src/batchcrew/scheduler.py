@@ -386,10 +386,6 @@ class Scheduler:
         """Departed workers kept whole, oldest first."""
         return self.departures.history
 
-    def departed(self) -> list[WorkerState]:
-        """The departed workers still in the history, oldest first."""
-        return list(self.departures.history)
-
     # ----- internals --------------------------------------------------------------------
 
     def _give(self, state: WorkerState, task: TaskState, now: float) -> SendTask:

@@ -197,7 +197,7 @@ def test_log_of_a_job_that_never_ran_is_empty_with_its_status(
     job_id = monitor.submit(NO_SUCH_PROGRAM, name="no-container")["id"].iloc[0]
     wait_until(lambda: status_of(monitor, job_id) == "failed", seconds=15)
     output = io.StringIO()
-    with caplog.at_level(logging.WARNING, logger="batchcrew.aws.monitor"):
+    with caplog.at_level(logging.WARNING, logger="batchcrew.aws.logs"):
         frame = monitor.log(job_id, file=output)
     assert frame.empty
     assert output.getvalue() == ""
@@ -231,7 +231,7 @@ def test_log_reads_the_jobs_stream_from_cloudwatch(
     # A stream that is gone (deleted, or expired under the group's retention): reading says so.
     logs = boto3.client("logs", **local_batch.client_kwargs())  # type: ignore[call-overload]
     logs.delete_log_stream(logGroupName="/aws/batch/job", logStreamName=stream)
-    with caplog.at_level(logging.WARNING, logger="batchcrew.aws.monitor"):
+    with caplog.at_level(logging.WARNING, logger="batchcrew.aws.logs"):
         assert monitor.log(job_id, file=io.StringIO()).empty
     assert f"job {job_id} is succeeded and has no readable log stream {stream}" in caplog.text
 

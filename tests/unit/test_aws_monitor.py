@@ -18,7 +18,8 @@ import pytest
 from botocore.stub import Stubber
 
 from batchcrew.aws.config import AWSConfig
-from batchcrew.aws.monitor import DESCRIBE_JOBS_MAX_IDS, LogEvent, Monitor, Termination
+from batchcrew.aws.jobs import DESCRIBE_JOBS_MAX_IDS
+from batchcrew.aws.monitor import LogEvent, Monitor, Termination
 from batchcrew.aws.validation import JOB_STATUSES
 from batchcrew.errors import AWSError
 
@@ -448,7 +449,7 @@ def test_submit_can_choose_another_queue(stubbed: Stubbed) -> None:
         ({"environment": {"AWS_BATCH_X": "1"}}, ValueError, "reserved"),
         ({"seconds_timeout": 30}, ValueError, "seconds_timeout must be at least 60"),
         ({"scheduling_priority_override": 10000}, ValueError, "at most 9999"),
-        ({"command": ["x" * 9000]}, ValueError, "AWS Batch allows 8192"),
+        ({"command": ["x" * 9000]}, ValueError, "AWS Batch allows 8,192"),
     ],
 )
 def test_bad_submissions_are_refused_before_any_call(
@@ -619,7 +620,7 @@ def test_a_job_without_a_stream_gives_an_empty_frame_and_says_why(
         ["j1"], [detail("j1", "RUNNABLE", statusReason="CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY")]
     )
     output = io.StringIO()
-    with caplog.at_level(logging.WARNING, logger="batchcrew.aws.monitor"):
+    with caplog.at_level(logging.WARNING, logger="batchcrew.aws.logs"):
         frame = stubbed.monitor.log("j1", file=output)
     assert frame.empty
     assert list(frame.columns) == ["message", "timestamp", "ingestion_time"]
@@ -633,7 +634,7 @@ def test_a_finished_job_without_a_stream_says_it_has_no_log(
 ) -> None:
     reason = "CannotPullContainerError: pull image manifest has been retried 5 time(s)"
     stubbed.describe(["j1"], [detail("j1", "FAILED", statusReason=reason)])
-    with caplog.at_level(logging.WARNING, logger="batchcrew.aws.monitor"):
+    with caplog.at_level(logging.WARNING, logger="batchcrew.aws.logs"):
         assert stubbed.monitor.log("j1", file=io.StringIO()).empty
     assert f"job j1 is failed and has no log stream, so there is no log to read: {reason}" in (
         caplog.text
@@ -651,7 +652,7 @@ def test_a_missing_log_group_or_stream_is_reported_not_raised(
         "The specified log group does not exist.",
         400,
     )
-    with caplog.at_level(logging.WARNING, logger="batchcrew.aws.monitor"):
+    with caplog.at_level(logging.WARNING, logger="batchcrew.aws.logs"):
         frame = stubbed.monitor.log("j1", file=io.StringIO())
     assert frame.empty
     assert "job j1 is failed" in caplog.text

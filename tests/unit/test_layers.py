@@ -166,3 +166,8 @@ def test_worker_import_path_is_light() -> None:
 def test_subpackages_load_on_first_use_and_lightly() -> None:
     statement = "import batchcrew as bc; bc.aws.__name__; bc.localbatch.__name__"
     assert _heavy_modules_loaded_by(statement) == []
+
+
+def test_aws_gateways_and_the_launcher_load_no_pandas() -> None:
+    statement = "import batchcrew.aws.jobs, batchcrew.aws.logs, batchcrew.aws.launcher"
+    assert "pandas" not in _heavy_modules_loaded_by(statement)

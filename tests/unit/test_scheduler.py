@@ -417,7 +417,7 @@ def test_lost_worker_running_a_task_is_investigated_before_any_retry() -> None:
     assert (task.attempts, task.crashes, task.reclaims) == (1, 0, 0)
     assert scheduler.unresolved() == 3
     assert scheduler.workers == {}
-    assert [(w.id, w.status) for w in scheduler.departed()] == [("L-0", "crashed")]
+    assert [(w.id, w.status) for w in scheduler.history] == [("L-0", "crashed")]
 
 
 def test_verdict_puts_the_task_back_at_the_front_of_the_queue() -> None:
@@ -502,7 +502,7 @@ def test_clean_exit_with_nothing_held() -> None:
     connect(scheduler)
     assert scheduler.worker_lost("L-0", now=1.0) == []
     assert scheduler.workers == {}
-    (departed,) = scheduler.departed()
+    (departed,) = list(scheduler.history)
     assert (departed.id, departed.status) == ("L-0", "exited")
     assert scheduler.load() == Load(demand=(0,), supply=(0,), connected=0)
 
@@ -513,7 +513,7 @@ def test_losing_an_unknown_or_departed_worker_does_nothing() -> None:
     scheduler.worker_lost("L-0", now=1.0)
     assert scheduler.worker_lost("L-0", now=2.0) == []
     assert scheduler.worker_lost("nobody", now=2.0) == []
-    assert len(scheduler.departed()) == 1
+    assert len(list(scheduler.history)) == 1
 
 
 def test_verdict_on_a_worker_not_awaiting_one_does_nothing() -> None:
@@ -1112,7 +1112,7 @@ def test_departed_workers_are_kept_oldest_first_with_what_they_did() -> None:
     scheduler.result_received("L-0", "a", success(seconds=2.0), now=2.0)
     scheduler.worker_lost("L-0", now=3.0)
     scheduler.worker_lost("L-1", now=4.0)
-    departed = scheduler.departed()
+    departed = list(scheduler.history)
     assert [(w.id, w.status, w.tasks, w.seconds_busy) for w in departed] == [
         ("L-0", "exited", 1, 2.0),
         ("L-1", "crashed", 0, 0.0),
@@ -1144,7 +1144,7 @@ def test_history_keeps_history_kept_workers_and_adds_up_the_rest() -> None:
         finished += 1
         assert scheduler.worker_lost(worker, now) == []
     assert finished == tasks
-    history, earlier = scheduler.departed(), scheduler.departures.earlier
+    history, earlier = list(scheduler.history), scheduler.departures.earlier
     assert len(history) == HISTORY_KEPT
     assert history[-1].id == f"W{workers - 1}-0"
     assert earlier.workers + len(history) == workers
@@ -1332,8 +1332,8 @@ class Model:
         assert load.connected == len(scheduler.workers)
         assert sum(load.demand) == sum(scheduler.queued) + running + len(scheduler.awaiting)
         assert sum(load.supply) == sum(w.retiring is None for w in scheduler.workers.values())
-        assert len(scheduler.departed()) <= HISTORY_KEPT
-        assert scheduler.departures.earlier.workers + len(scheduler.departed()) == self.departed
+        assert len(list(scheduler.history)) <= HISTORY_KEPT
+        assert scheduler.departures.earlier.workers + len(list(scheduler.history)) == self.departed
 
     def finish(self) -> None:
         """Cancel everything, let every worker go and every verdict lapse: nothing is left."""

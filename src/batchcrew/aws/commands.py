@@ -498,7 +498,7 @@ def _definition_name(arguments: argparse.Namespace, required: bool) -> str:
 
 
 def _log_group(arguments: argparse.Namespace) -> str:
-    from batchcrew.aws.monitor import DEFAULT_LOG_GROUP
+    from batchcrew.aws.logs import DEFAULT_LOG_GROUP
 
     return _setting(arguments, "log_group") or DEFAULT_LOG_GROUP
 

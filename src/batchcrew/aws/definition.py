@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from batchcrew.aws.config import AWSConfig
 from batchcrew.aws.frames import ColumnKind, table
-from batchcrew.aws.monitor import DEFAULT_LOG_GROUP, Monitor
+from batchcrew.aws.logs import DEFAULT_LOG_GROUP
+from batchcrew.aws.monitor import Monitor
 from batchcrew.aws.resources import check_fargate_resources, resource_requirements
 from batchcrew.aws.validation import (
     check_int,

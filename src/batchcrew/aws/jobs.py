@@ -38,6 +38,7 @@ __all__ = [
     "Submission",
     "SubmittedJob",
     "check_overrides_size",
+    "check_reason",
     "jobs_text",
 ]
 
@@ -84,6 +85,19 @@ def check_overrides_size(
             f"most {allowed:,}: shorten the environment"
         )
     return size
+
+
+def check_reason(reason: object) -> str:
+    """A reason for CancelJob and TerminateJob: text of 1 to 1024 characters.
+
+    Example:
+        >>> check_reason("no longer needed")
+        'no longer needed'
+    """
+    text = check_text("reason", reason)
+    if len(text) > REASON_MAX_CHARACTERS:
+        raise ValueError(f"reason must have at most {REASON_MAX_CHARACTERS} characters")
+    return text
 
 
 @dataclass(frozen=True)
@@ -261,9 +275,7 @@ class Jobs:
             ['6f1c...', '0b7a...:3']
         """
         targets = check_job_ids(job_ids, argument="job_ids")
-        reason = check_text("reason", reason)
-        if len(reason) > REASON_MAX_CHARACTERS:
-            raise ValueError(f"reason must have at most {REASON_MAX_CHARACTERS} characters")
+        reason = check_reason(reason)
         batch = self._aws.client("batch")
         failures: list[tuple[str, AWSError]] = []
         for done, job_id in enumerate(targets, start=1):

@@ -30,24 +30,15 @@ from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from batchcrew.localbatch.containers import (
-    LOG_BYTES_MAX,
-    STDERR,
-    STDOUT,
-    WAIT_CONDITIONS,
-    Container,
-    ContainerSpec,
-    LogRecord,
-    RequestError,
-    format_timestamp,
-    image_id,
-)
+from batchcrew.localbatch.containers import WAIT_CONDITIONS, Container, ContainerSpec, RequestError
+from batchcrew.localbatch.descriptions import format_timestamp, image_id
 from batchcrew.localbatch.environment import (
     host_environment,
     job_environment,
     parse_container_env,
 )
 from batchcrew.localbatch.memory import LIMIT_BYTES_MIN, MemoryLimits, detect_memory_limits
+from batchcrew.localbatch.output import LOG_BYTES_MAX, STDERR, STDOUT, LogRecord
 
 logger = logging.getLogger("batchcrew.localbatch.engine")
 
