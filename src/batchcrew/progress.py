@@ -33,9 +33,7 @@ class TaskProgress:
         (4, 1)
     """
 
-    def __init__(
-        self, total: int, disable: bool = False, console: Console | None = None
-    ) -> None:
+    def __init__(self, total: int, disable: bool = False, console: Console | None = None) -> None:
         self.total = total
         self.done = 0
         self.failed = 0
