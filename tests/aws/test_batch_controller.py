@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,14 @@ from tests.support.slow_endpoint import SlowEndpoint
 
 Make = Callable[..., bc.Controller]
 FINISHED = {"SUCCEEDED", "FAILED"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def job_options(local: LocalBatch, **settings: Any) -> Options:
+    """Options for worker jobs that find the tests' task functions, as an image holds your
+    code: the functions travel by reference, so the workers must be able to import them."""
+    environment = {"PYTHONPATH": str(ROOT), **settings.pop("environment", {})}
+    return Options(local.job_definition, local.job_queue, environment=environment, **settings)
 
 
 @pytest.fixture
@@ -35,7 +44,7 @@ def make_aws_controller(local_batch: LocalBatch) -> Iterator[Make]:
     def make(options: Options | None = None, **settings: Any) -> bc.Controller:
         settings.setdefault("seconds_idle", 60)
         settings.setdefault("aws", local_batch.aws_config())
-        options = options or Options(local_batch.job_definition, local_batch.job_queue)
+        options = options or job_options(local_batch)
         crew = bc.aws.controller(options=options, **settings)
         made.append(crew)
         return crew
@@ -104,12 +113,7 @@ def test_workers_cycle_and_terminate_leaves_no_job_active(
 def test_a_task_killed_for_memory_reruns_one_level_up(
     local_batch: LocalBatch, make_aws_controller: Make
 ) -> None:
-    options = Options(
-        local_batch.job_definition,
-        local_batch.job_queue,
-        memory=[0.25, 1],
-        memory_units="gigabytes",
-    )
+    options = job_options(local_batch, memory=[0.25, 1], memory_units="gigabytes")
     crew = make_aws_controller(options, workers=3, crashes_max=3, seconds_launch=120)
     big = crew.push(tasks.allocate_and_touch, 600)
     small = crew.walk(tasks.square, range(6))
@@ -158,11 +162,8 @@ def test_a_task_that_always_kills_its_worker_ends_as_a_crash(
 def test_workers_that_cannot_start_are_reported_and_map_returns_errors(
     local_batch: LocalBatch, make_aws_controller: Make
 ) -> None:
-    options = Options(
-        local_batch.job_definition,
-        local_batch.job_queue,
-        environment={"PYTHONHOME": "/nonexistent-python-home"},  # the interpreter cannot start
-    )
+    # The interpreter cannot start.
+    options = job_options(local_batch, environment={"PYTHONHOME": "/nonexistent-python-home"})
     crew = make_aws_controller(options, workers=2, seconds_launch=120)
     with pytest.raises(bc.TaskError) as raised:
         crew.map(tasks.square, range(3))

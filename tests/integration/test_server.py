@@ -87,7 +87,7 @@ def test_500_idle_connections_are_refused_once_each_and_leave_nothing_behind(
             connection.close()
     all_refused(crew, 1000)
     assert crew.connections_refused.reasons[-1].endswith("no HELLO in 1 s")
-    assert _ssl_protocols() == protocols
+    assert _ssl_protocols() <= protocols  # none of the flood's is left
     after = trimmed_footprint()
     assert after.fds <= before.fds and after.threads <= before.threads, after.grown_since(before)
     assert after.megabytes < before.megabytes + MEGABYTES_KEPT_MAX, after.grown_since(before)
