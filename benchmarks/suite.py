@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import datetime
 import json
 import os
@@ -38,6 +39,8 @@ ROOT = BENCHMARKS.parent
 VENVS = ROOT / ".bench" / "venvs"
 SECONDS_CELL_MAX = 1800.0
 """A repetition that takes longer than this is stopped and recorded as failed."""
+SECONDS_ORPHANS_END = 10.0
+"""How long the processes a repetition orphaned have to end by themselves."""
 
 SWARM = "swarm"
 SWARM_WORKERS = (10, 100, 1000)
@@ -81,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         "--swarm-workers", nargs="+", type=int, help="simulated worker counts (default 10 100 1000)"
     )
     parser.add_argument("--output", type=Path, default=BENCHMARKS / "results")
+    parser.add_argument(
+        "--environments", type=Path, default=VENVS, help="where the peers' environments are"
+    )
     arguments = parser.parse_args(argv)
     repeat = arguments.repeat or (1 if arguments.quick else 3)
     if repeat < 1:
@@ -96,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     threshold = 0.5 * cores()
     print(f"load average before starting: {load_before:.2f} ({cores()} cores)", flush=True)
-    chosen = [_check(name) for name in arguments.systems]
+    _adopt_orphans()
+    chosen = [_check(name, arguments.environments) for name in arguments.systems]
     for system in chosen:
         if system.missing:
             print(f"skipping {system.name}: {system.missing}", flush=True)
@@ -165,14 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _check(name: str) -> System:
+def _check(name: str, environments: Path) -> System:
     """Ask the system's own interpreter whether it can run, and which version it runs."""
     driver = systems.load(name)
     python = sys.executable
     if driver.ENVIRONMENT is not None:
-        python = str(VENVS / driver.ENVIRONMENT / "bin" / "python")
+        python = str(environments / driver.ENVIRONMENT / "bin" / "python")
         if not Path(python).exists():
-            reason = f"no environment in .bench/venvs/{driver.ENVIRONMENT} (make bench makes it)"
+            folder = environments / driver.ENVIRONMENT
+            if folder.is_relative_to(ROOT):
+                folder = folder.relative_to(ROOT)
+            reason = f"no environment in {folder} (make bench makes it)"
             return System(name, driver.LABEL, python, None, reason)
     completed = subprocess.run(
         [python, "cell.py", name, "check"],
@@ -226,6 +236,7 @@ def _repetition(cell: Cell, command: list[str], key: str | None) -> None:
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # whatever the cell left behind
+            _reap_orphans()
     elapsed = time.monotonic() - started
     others = busy_seconds() - busy - (_children_cpu_seconds() - own)
     cell.others.append(round(max(0.0, others / elapsed), 2))
@@ -236,6 +247,44 @@ def _repetition(cell: Cell, command: list[str], key: str | None) -> None:
         return
     answer: dict[str, float] = json.loads(_last_line(stdout))
     cell.values.append(answer if key is None else {key: answer[key]})
+
+
+def _adopt_orphans() -> None:
+    """Become the reaper of orphaned descendants (parsl's worker blocks detach themselves), so
+    that their CPU time counts as the suite's own, not as other processes' load."""
+    PR_SET_CHILD_SUBREAPER = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("cannot adopt orphans: the busy marks may count peers' own workers", flush=True)
+
+
+def _reap_orphans() -> None:
+    """Wait for the orphans a cell left to end (a few seconds), then stop the rest by pid."""
+    deadline = time.monotonic() + SECONDS_ORPHANS_END
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # no child left
+        if pid:
+            continue
+        if time.monotonic() > deadline:
+            for orphan in _children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(orphan, signal.SIGKILL)
+            deadline = float("inf")
+        time.sleep(0.05)
+
+
+def _children() -> list[int]:
+    """Pids of this process's children, from /proc."""
+    me, found = str(os.getpid()), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as stat:
+                if stat.read().rsplit(")", 1)[-1].split()[1] == me:
+                    found.append(int(entry))
+    return found
 
 
 def _children_cpu_seconds() -> float:
