@@ -2,7 +2,8 @@
 
 A driver has `LABEL`, `ENVIRONMENT` (None: the project's interpreter; otherwise the folder under
 `.bench/venvs` that `make bench` fills from `<module>.txt` beside it), `missing()` (why it cannot
-run here, or None), `version()` and `run(key, size)`, which takes one measure once. A peer is
+run here, or None), `version()` (which imports the system, so that no clock counts the import)
+and `run(key, size)`, which takes one measure once. A peer is
 one module here and its name in `NAMES`.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,9 +25,10 @@ def missing() -> str | None:
 
 
 def version() -> str:
-    """The package's version."""
+    """The package's version (the controller's modules imported)."""
     import batchcrew as bc
 
+    importlib.import_module("batchcrew.controller")  # loaded here, not under a clock
     return bc.__version__
 
 

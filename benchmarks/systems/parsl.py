@@ -3,6 +3,7 @@ an interchange process between them and the client, CurveZMQ encryption on (its 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,9 +30,10 @@ def missing() -> str | None:
 
 
 def version() -> str:
-    """The package's version."""
+    """The package's version (the executor's modules imported)."""
     import parsl
 
+    importlib.import_module("parsl.executors")  # loaded here, not under a clock
     return str(parsl.__version__)
 
 

@@ -74,6 +74,7 @@ open_crew <- function(workers) {
   )
 }
 
+suppressPackageStartupMessages(loadNamespace(peer))  # no clock counts the package's loading
 open_pool <- switch(peer, mirai = open_mirai, crew = open_crew, stop("unknown peer ", peer))
 
 until_all_answered <- function(pool, workers, seconds) {

@@ -23,7 +23,7 @@ def missing() -> str | None:
 
 
 def version() -> str:
-    """The Python version (the pool comes with it)."""
+    """The Python version (the pool comes with it, imported already)."""
     return f"Python {platform.python_version()}"
 
 
