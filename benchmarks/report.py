@@ -16,11 +16,12 @@ SWARM_COLUMNS = {
 
 def markdown(results: dict[str, Any]) -> str:
     """The Markdown of a suite run: tables, then how they were made."""
-    lines = [*_measures_table(results), ""]
+    tables = []
+    if results["measures"]:
+        tables.append("\n".join(_measures_table(results)))
     if results["swarm"]["rows"]:
-        lines += [*_swarm_table(results), ""]
-    lines += _notes(results)
-    return "\n".join(lines) + "\n"
+        tables.append("\n".join(_swarm_table(results)))
+    return "\n\n".join([*tables, *_notes(results)]) + "\n"
 
 
 def _measures_table(results: dict[str, Any]) -> list[str]:
@@ -69,8 +70,7 @@ def _notes(results: dict[str, Any]) -> list[str]:
         for name, cell in measure["cells"].items()
         for error in cell["errors"]
     }
-    notes += [f"Failed: {failure}" for failure in sorted(failures)]
-    return [f"{note}\n" for note in notes]
+    return notes + [f"Failed: {failure}" for failure in sorted(failures)]
 
 
 def _cell(cell: dict[str, Any], digits: int, load: bool = True) -> str:
