@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ ROOT = BENCHMARKS.parent
 VENVS = ROOT / ".bench" / "venvs"
 SECONDS_CELL_MAX = 1800.0
 """A repetition that takes longer than this is stopped and recorded as failed."""
+SECONDS_TEARDOWN = 30.0
+"""How long a repetition may take to shut down once it has answered (dask with 100,000 tasks
+queued takes minutes); after that its process group is stopped."""
 SECONDS_ORPHANS_END = 10.0
 """How long the processes a repetition orphaned have to end by themselves."""
 
@@ -103,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     threshold = 0.5 * cores()
     print(f"load average before starting: {load_before:.2f} ({cores()} cores)", flush=True)
     _adopt_orphans()
-    chosen = [_check(name, arguments.environments) for name in arguments.systems]
+    names = [name for name in systems.NAMES if name in arguments.systems]  # batchcrew first
+    chosen = [_check(name, arguments.environments) for name in names]
     for system in chosen:
         if system.missing:
             print(f"skipping {system.name}: {system.missing}", flush=True)
@@ -213,40 +218,57 @@ def _environment(python: str) -> dict[str, str]:
 def _repetition(cell: Cell, command: list[str], key: str | None) -> None:
     """Run one repetition in a fresh process group and a scratch folder; record it in `cell`.
 
-    `key`: the field of the printed JSON that holds the value (None: every field).
+    The cell's answer is the first JSON line it prints; once it has answered, its teardown
+    (not measured) may take `SECONDS_TEARDOWN` before the group is stopped. `key`: the field
+    of the answer that holds the value (None: every field).
     """
     cell.loads.append(round(load_average(), 2))
     busy, own, started = busy_seconds(), _children_cpu_seconds(), time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="batchcrew-bench-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="batchcrew-bench-") as scratch,
+        open(Path(scratch, "stderr"), "w+") as stderr,
+    ):
         process = subprocess.Popen(
             [command[0], str(BENCHMARKS / command[1]), *command[2:]],
             cwd=scratch,
             env=_environment(command[0]),
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             text=True,
             start_new_session=True,
         )
+        overdue = threading.Timer(SECONDS_CELL_MAX, _stop_group, [process.pid])
+        overdue.start()
         try:
-            stdout, stderr = process.communicate(timeout=SECONDS_CELL_MAX)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
-            stderr += f"\nstopped after {SECONDS_CELL_MAX:.0f} s"
+            assert process.stdout is not None
+            answer = next((line for line in process.stdout if line.startswith("{")), None)
+            try:
+                process.wait(timeout=SECONDS_TEARDOWN)
+            except subprocess.TimeoutExpired:
+                _stop_group(process.pid)
+                process.wait()
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # whatever the cell left behind
+            overdue.cancel()
+            _stop_group(process.pid)  # whatever the cell left behind
             _reap_orphans()
+        stderr.seek(0)
+        error = _last_line(stderr.read())
     elapsed = time.monotonic() - started
     others = busy_seconds() - busy - (_children_cpu_seconds() - own)
     cell.others.append(round(max(0.0, others / elapsed), 2))
-    if process.returncode != 0:
-        message = _last_line(stderr)
-        cell.errors.append(message)
-        print(f"    failed: {message}", flush=True)
+    if answer is None:
+        if elapsed >= SECONDS_CELL_MAX:
+            error = f"stopped after {SECONDS_CELL_MAX:.0f} s"
+        cell.errors.append(error)
+        print(f"    failed: {error}", flush=True)
         return
-    answer: dict[str, float] = json.loads(_last_line(stdout))
-    cell.values.append(answer if key is None else {key: answer[key]})
+    values: dict[str, float] = json.loads(answer)
+    cell.values.append(values if key is None else {key: values[key]})
+
+
+def _stop_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _adopt_orphans() -> None:

@@ -79,11 +79,11 @@ def _queued_memory(count: int) -> float:
         futures = client.map(negate, range(count), pure=False)
         scheduler = client.cluster.scheduler  # in this process: its memory is the controller's
         deadline = time.monotonic() + measures.SECONDS_WORKERS_READY
-        while len(scheduler.tasks) < count and time.monotonic() < deadline:
+        while len(scheduler.tasks) < len(futures):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(scheduler.tasks)} of {count} tasks reached the scheduler")
             time.sleep(0.05)
-        peak = status_megabytes("VmHWM")
-        client.cancel(futures)
-        return peak
+        return status_megabytes("VmHWM")
 
 
 def run(key: str, size: Mapping[str, float]) -> float:

@@ -89,12 +89,21 @@ def _queued_memory(count: int) -> float:
         app = _ParslPool()._app(negate)
         for number in range(count):
             app(number)
-        deadline = time.monotonic() + measures.SECONDS_WORKERS_READY
-        while executor.outstanding() < count and time.monotonic() < deadline:
-            time.sleep(0.05)
         interchange = executor.interchange_proc
         assert interchange is not None
+        _until_steady(interchange.pid)
         return status_megabytes("VmHWM") + status_megabytes("VmHWM", interchange.pid)
+
+
+def _until_steady(pid: int) -> None:
+    """Wait until the interchange has taken every task: its memory stops growing for 1 s."""
+    deadline = time.monotonic() + measures.SECONDS_WORKERS_READY
+    readings = [-1.0]
+    while len(readings) < 5 or len(set(readings[-5:])) > 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the interchange's memory did not settle")
+        time.sleep(0.25)
+        readings.append(status_megabytes("VmRSS", pid))
 
 
 def run(key: str, size: Mapping[str, float]) -> float:
