@@ -1,10 +1,14 @@
 """The suite's results as Markdown: one table of measures by system, one of the swarm.
 
-Reads the JSON the suite writes (plain dicts), so a saved result can be rendered again.
+Reads the JSON the suite writes (plain dicts), so a saved result can be rendered again:
+`python benchmarks/report.py benchmarks/results/latest.json` prints its Markdown.
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 SWARM_COLUMNS = {
@@ -59,7 +63,7 @@ def _notes(results: dict[str, Any]) -> list[str]:
         "× is batchcrew / that system (↑: higher is better, so above 1× batchcrew leads; "
         "↓: lower is better, so below 1× batchcrew leads); load: the highest 1-minute load "
         "average when a run of the cell started; * marks a cell during which other processes "
-        f"kept more than {machine['busy_threshold']:g} cores busy (half the machine).",
+        f"kept more than half of the {machine['cores']} cores busy.",
     ]
     for system in results["systems"]:
         if system["missing"]:
@@ -90,3 +94,7 @@ def _load(cell: dict[str, Any]) -> str:
 
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+if __name__ == "__main__":
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())), end="")
