@@ -7,6 +7,7 @@ this module runs in every peer's own environment.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
 import time
@@ -212,6 +213,19 @@ _MEASURED: dict[str, Callable[[Pool, Mapping[str, float], int], float]] = {
     "payload": _payload_megabytes_per_second,
     "wide": _efficiency,
 }
+
+
+def not_installed(module: str, environment: str) -> str | None:
+    """Why a peer's package cannot be imported in this interpreter, or None.
+
+    Example:
+        >>> not_installed("json", "std") is None
+        True
+    """
+    if importlib.util.find_spec(module) is None:
+        folder = f".bench/venvs/{environment}"
+        return f"{module} is not installed here (make bench installs it in {folder})"
+    return None
 
 
 def _check(condition: bool, message: str) -> None:

@@ -3,7 +3,6 @@ temporary certificate (`Security.temporary()`), the scheduler in the client's pr
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,9 +22,7 @@ ENVIRONMENT = "dask"
 
 def missing() -> str | None:
     """Why dask cannot run here, or None."""
-    if importlib.util.find_spec("distributed") is None:
-        return "distributed is not installed here (make bench installs it in .bench/venvs/dask)"
-    return None
+    return measures.not_installed("distributed", ENVIRONMENT)
 
 
 def version() -> str:

@@ -4,7 +4,6 @@ an interchange process between them and the client, CurveZMQ encryption on (its 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -24,9 +23,7 @@ ENVIRONMENT = "parsl"
 
 def missing() -> str | None:
     """Why parsl cannot run here, or None."""
-    if importlib.util.find_spec("parsl") is None:
-        return "parsl is not installed here (make bench installs it in .bench/venvs/parsl)"
-    return None
+    return measures.not_installed("parsl", ENVIRONMENT)
 
 
 def version() -> str:
