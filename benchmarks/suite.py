@@ -33,7 +33,7 @@ from typing import Any
 import report
 import systems
 from machine import busy_seconds, cores, load_average
-from measures import MEASURES
+from measures import MEASURES, Measure
 
 BENCHMARKS = Path(__file__).resolve().parent
 ROOT = BENCHMARKS.parent
@@ -45,6 +45,9 @@ SECONDS_TEARDOWN = 30.0
 queued takes minutes); after that its process group is stopped."""
 SECONDS_ORPHANS_END = 10.0
 """How long the processes a repetition orphaned have to end by themselves."""
+
+BUSY_SHARE = 0.5
+"""A cell is marked busy when other processes kept more than this share of the cores busy."""
 
 SWARM = "swarm"
 SWARM_WORKERS = (10, 100, 1000)
@@ -104,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the swarm measures batchcrew: add it to --systems or leave out swarm")
 
     load_before = load_average()
-    threshold = 0.5 * cores()
     print(f"load average before starting: {load_before:.2f} ({cores()} cores)", flush=True)
     _adopt_orphans()
     names = [name for name in systems.NAMES if name in arguments.systems]  # batchcrew first
@@ -113,61 +115,35 @@ def main(argv: list[str] | None = None) -> int:
         if system.missing:
             print(f"skipping {system.name}: {system.missing}", flush=True)
     ready = [system for system in chosen if not system.missing]
-    cells: dict[str, dict[str, Cell]] = {m.key: {s.name: Cell() for s in ready} for m in measures}
+    cells = {measure.key: {system.name: Cell() for system in ready} for measure in measures}
     swarm_cells = {workers: Cell() for workers in swarm_workers}
     for repetition in range(repeat):
+        progress = f"[{repetition + 1}/{repeat}]"
         for measure in measures:
-            size = measure.quick if arguments.quick else measure.full
+            size = json.dumps(measure.quick if arguments.quick else measure.full)
             for system in ready:
-                print(f"[{repetition + 1}/{repeat}] {measure.key} · {system.name}", flush=True)
-                command = [system.python, "cell.py", system.name, measure.key, json.dumps(size)]
+                print(f"{progress} {measure.key} · {system.name}", flush=True)
+                command = [system.python, "cell.py", system.name, measure.key, size]
                 _repetition(cells[measure.key][system.name], command, "value")
         for workers, cell in swarm_cells.items():
-            print(f"[{repetition + 1}/{repeat}] swarm · {workers} workers", flush=True)
-            command = [
-                sys.executable,
-                "swarm.py",
-                f"--workers={workers}",
-                f"--tasks={SWARM_TASKS[mode]}",
-            ]
-            _repetition(cell, command, None)
+            print(f"{progress} swarm · {workers} workers", flush=True)
+            swarm = [f"--workers={workers}", f"--tasks={SWARM_TASKS[mode]}"]
+            _repetition(cell, [sys.executable, "swarm.py", *swarm], None)
 
-    results: dict[str, Any] = {
+    results = {
         "command": shlex.join(["python", "benchmarks/suite.py", *(argv or sys.argv[1:])]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {
             "cores": cores(),
             "python": platform.python_version(),
             "load_before": round(load_before, 2),
-            "busy_threshold": threshold,
+            "busy_threshold": BUSY_SHARE * cores(),
         },
         "repeat": repeat,
         "quick": arguments.quick,
-        "systems": [asdict(system) for system in chosen],
-        "measures": [
-            {
-                "key": measure.key,
-                "label": measure.label(measure.quick if arguments.quick else measure.full),
-                "unit": measure.unit,
-                "better": measure.better,
-                "digits": measure.digits,
-                "cells": {
-                    name: _summary(cell, "value", threshold, cells[measure.key].get("batchcrew"))
-                    for name, cell in cells[measure.key].items()
-                },
-            }
-            for measure in measures
-        ],
-        "swarm": {
-            "tasks": SWARM_TASKS[mode],
-            "rows": [
-                {
-                    "workers": workers,
-                    **{key: _summary(cell, key, threshold, None) for key in report.SWARM_COLUMNS},
-                }
-                for workers, cell in swarm_cells.items()
-            ],
-        },
+        "systems": [{**asdict(system), "python": _shown(system.python)} for system in chosen],
+        "measures": [_measure_results(measure, mode, cells[measure.key]) for measure in measures],
+        "swarm": {"tasks": SWARM_TASKS[mode], "rows": _swarm_results(swarm_cells)},
     }
     arguments.output.mkdir(parents=True, exist_ok=True)
     (arguments.output / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -177,6 +153,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _measure_results(measure: Measure, mode: str, cells: dict[str, Cell]) -> dict[str, Any]:
+    """One measure's row of the JSON: its title and scoring, and a summary per system."""
+    return {
+        "key": measure.key,
+        "label": measure.label(measure.quick if mode == "quick" else measure.full),
+        "unit": measure.unit,
+        "better": measure.better,
+        "digits": measure.digits,
+        "cells": {
+            name: _summary(cell, "value", cells.get("batchcrew")) for name, cell in cells.items()
+        },
+    }
+
+
+def _swarm_results(swarm_cells: dict[int, Cell]) -> list[dict[str, Any]]:
+    """The swarm's rows of the JSON: a summary per column and worker count."""
+    return [
+        {"workers": workers, **{key: _summary(cell, key, None) for key in report.SWARM_COLUMNS}}
+        for workers, cell in swarm_cells.items()
+    ]
+
+
+def _shown(path: str) -> str:
+    """A path as the results show it: relative to the project when it is inside."""
+    return str(Path(path).relative_to(ROOT)) if Path(path).is_relative_to(ROOT) else path
+
+
 def _check(name: str, environments: Path) -> System:
     """Ask the system's own interpreter whether it can run, and which version it runs."""
     driver = systems.load(name)
@@ -184,9 +187,7 @@ def _check(name: str, environments: Path) -> System:
     if driver.ENVIRONMENT is not None:
         python = str(environments / driver.ENVIRONMENT / "bin" / "python")
         if not Path(python).exists():
-            folder = environments / driver.ENVIRONMENT
-            if folder.is_relative_to(ROOT):
-                folder = folder.relative_to(ROOT)
+            folder = _shown(str(environments / driver.ENVIRONMENT))
             reason = f"no environment in {folder} (make bench makes it)"
             return System(name, driver.LABEL, python, None, reason)
     completed = subprocess.run(
@@ -319,7 +320,7 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def _summary(cell: Cell, key: str, threshold: float, reference: Cell | None) -> dict[str, Any]:
+def _summary(cell: Cell, key: str, reference: Cell | None) -> dict[str, Any]:
     """Median, range, load and busy mark of a cell; its ratio to `reference` (batchcrew)."""
     values = [value[key] for value in cell.values]
     summary: dict[str, Any] = {
@@ -329,7 +330,7 @@ def _summary(cell: Cell, key: str, threshold: float, reference: Cell | None) -> 
         "max": max(values, default=None),
         "loads": cell.loads,
         "others": cell.others,
-        "busy": any(others > threshold for others in cell.others),
+        "busy": any(others > BUSY_SHARE * cores() for others in cell.others),
         "errors": cell.errors,
         "ratio": None,
     }
