@@ -35,6 +35,7 @@ from batchcrew import protocol
 from batchcrew.protocol import Frame, FrameParser, FunctionCache, Kind
 from batchcrew.serialization import dumps_value
 from batchcrew.tls import certificate_matches, client_context
+from launchers import SwarmLauncher
 from machine import status_megabytes
 from tasks import negate
 
@@ -64,8 +65,6 @@ def measure(workers: int, tasks: int, processes: int) -> SwarmMeasures:
     """Admit `workers` simulated workers in one burst, then run `tasks` trivial tasks on them."""
     _raise_file_limit()
     with _swarm(processes) as swarm:
-        from launchers import SwarmLauncher
-
         crew = bc.Controller(
             SwarmLauncher(swarm.open), workers=workers, seconds_idle=3600, seconds_launch=300
         )
