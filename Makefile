@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-aws test soak lint bench clean
+.PHONY: demo demo-aws test soak lint bench bench-r clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,8 +27,29 @@ test: lint
 soak: $(STAMP)
 	$(VENV)/bin/pytest -q -m soak
 
-bench: $(STAMP)
-	$(PY) benchmarks/throughput.py
+# Each Python peer in an environment of its own (batchcrew is not installed there), from
+# benchmarks/systems/<peer>.txt; the R peers' packages only where R is installed.
+PEERS := $(patsubst benchmarks/systems/%.txt,.bench/venvs/%/.installed,\
+	$(wildcard benchmarks/systems/*.txt))
+R_LIBRARY := .bench/R
+
+.bench/venvs/%/.installed: benchmarks/systems/%.txt
+	rm -rf .bench/venvs/$*
+	python3 -m venv .bench/venvs/$*
+	.bench/venvs/$*/bin/python -m pip install --quiet --upgrade pip
+	.bench/venvs/$*/bin/python -m pip install --quiet -r $<
+	touch $@
+
+bench-r:
+	@if command -v Rscript >/dev/null; then \
+		mkdir -p $(R_LIBRARY) && \
+		Rscript -e 'lib <- "$(R_LIBRARY)"; .libPaths(c(lib, .libPaths()))' \
+			-e 'need <- setdiff(c("mirai", "crew"), rownames(installed.packages()))' \
+			-e 'if (length(need)) install.packages(need, lib = lib, repos = "https://cloud.r-project.org")'; \
+	else echo "Rscript not found: the R peers (mirai, crew) will be skipped"; fi
+
+bench: $(STAMP) $(PEERS) bench-r
+	$(PY) benchmarks/suite.py $(BENCH)
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .bench build *.egg-info src/*.egg-info
