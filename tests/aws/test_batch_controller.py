@@ -259,8 +259,10 @@ def test_a_slow_submit_job_does_not_stall_connected_workers(
         crew = make_aws_controller(workers=2, aws=aws, processes=4, seconds_launch=120)
         assert crew.push(tasks.square, 3).result(timeout=120).value == 9  # one worker now
         slow.delay = 60.0
-        # More work than one worker: a second worker is launched, its SubmitJob held back,
-        # and meanwhile the connected worker runs everything.
+        # Two tasks for one worker: a second worker is launched, its SubmitJob held back...
+        crew.walk(tasks.sleep_then, [1, 1])
+        wait_until(lambda: slow.held == 1, seconds=30)
+        # ...and meanwhile the connected worker runs everything.
         results = crew.map(tasks.square, range(20))
         assert results.values() == [x * x for x in range(20)]
         assert slow.held == 1
