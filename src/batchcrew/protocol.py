@@ -1,7 +1,9 @@
-"""Frames between controller and worker: a 9-byte prefix, a JSON header, an optional body.
+"""Frames between controller and worker: a 9-byte prefix, a header, an optional body.
 
-The prefix carries the kind and both lengths, so a reader refuses an oversize frame before it
-reads the rest. Bodies are pickles and are never unpickled before the peer is authenticated.
+The prefix carries the kind and both lengths, so a reader refuses an oversize frame, or a kind
+it does not take, before it reads the rest. The frames spoken before authentication (HELLO,
+WELCOME, REFUSE) have JSON headers; the others, between authenticated peers only, have compact
+`marshal` headers. Bodies are pickles and are never unpickled before the peer is authenticated.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import enum
 import hashlib
 import json
 import logging
+import marshal
 import math
-import platform
 import socket
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +29,7 @@ from batchcrew.version import __version__
 
 logger = logging.getLogger("batchcrew.protocol")
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 PREFIX = struct.Struct("!BII")
 HEADER_BYTES_MAX = 1 << 16
 HELLO_BYTES_MAX = 4096
@@ -55,6 +58,11 @@ class Kind(enum.IntEnum):
     HEARTBEAT = 8
 
 
+OPEN_KINDS = frozenset({Kind.HELLO, Kind.WELCOME, Kind.REFUSE})
+"""Frames that may pass before authentication: their headers are JSON, safe to read from
+anyone; every other header is `marshal`, read only from an authenticated peer."""
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One decoded frame.
@@ -77,10 +85,30 @@ def encode(kind: Kind, header: dict[str, Any], body: bytes = b"") -> bytes:
         >>> len(data)
         11
     """
-    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    head = _head(kind, header, len(body))
+    return head + body if body else head
+
+
+def encode_parts(kind: Kind, header: dict[str, Any], body: bytes) -> tuple[bytes, bytes]:
+    """A frame as its head (prefix and header) and its body, so a large body is written as it
+    is, never copied into one string with its head.
+
+    Example:
+        >>> head, body = encode_parts(Kind.TASK, {"name": "t"}, b"x" * 10)
+        >>> head + body == encode(Kind.TASK, {"name": "t"}, b"x" * 10)
+        True
+    """
+    return _head(kind, header, len(body)), body
+
+
+def _head(kind: Kind, header: dict[str, Any], body_length: int) -> bytes:
+    if kind in OPEN_KINDS:
+        header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    else:
+        header_bytes = marshal.dumps(header)
     if len(header_bytes) > HEADER_BYTES_MAX:
         raise ProtocolError(f"a {kind.name} header of {len(header_bytes)} bytes is over the limit")
-    return PREFIX.pack(kind, len(header_bytes), len(body)) + header_bytes + body
+    return PREFIX.pack(kind, len(header_bytes), body_length) + header_bytes
 
 
 def task_frame(spec: TaskSpec, with_function: bool, with_setup: bool = False) -> bytes:
@@ -93,10 +121,21 @@ def task_frame(spec: TaskSpec, with_function: bool, with_setup: bool = False) ->
         >>> frame.header["function_size"], frame.body
         (2, b'fnargs')
     """
+    return b"".join(task_frame_parts(spec, with_function, with_setup))
+
+
+def task_frame_parts(spec: TaskSpec, with_function: bool, with_setup: bool = False) -> list[bytes]:
+    """`task_frame` as the pieces to write one after another (no copy of the pickles).
+
+    Example:
+        >>> parts = task_frame_parts(TaskSpec("t1", "k", b"fn", b"args", seed=3), True)
+        >>> parts[1:]
+        [b'fn', b'args']
+    """
     header: dict[str, Any] = {"name": spec.name, "function": spec.function, "seed": spec.seed}
     if spec.seconds_timeout is not None:
         header["seconds_timeout"] = spec.seconds_timeout
-    parts = []
+    parts = [b""]
     if spec.setup is not None:
         header["setup"] = spec.setup
         if with_setup:
@@ -106,17 +145,30 @@ def task_frame(spec: TaskSpec, with_function: bool, with_setup: bool = False) ->
         header["function_size"] = len(spec.function_data)
         parts.append(spec.function_data)
     parts.append(spec.arguments)
-    return encode(Kind.TASK, header, b"".join(parts) if len(parts) > 1 else spec.arguments)
+    parts[0] = _head(Kind.TASK, header, sum(len(part) for part in parts))
+    return parts
 
 
 def result_frame(name: str, outcome: Outcome) -> bytes:
-    """A RESULT frame (the worker's answer to a TASK).
+    """A RESULT frame (the worker's answer to a TASK), in one string.
 
     Example:
         >>> outcome = Outcome("error", error="ValueError: bad", seconds=1.5)
         >>> frame = FrameParser(BODY_BYTES_MAX).feed(result_frame("t1", outcome))[0]
         >>> read_result(frame) == ("t1", outcome)
         True
+    """
+    head, body = result_frame_parts(name, outcome)
+    return head + body if body else head
+
+
+def result_frame_parts(name: str, outcome: Outcome) -> tuple[bytes, bytes]:
+    """`result_frame` as its head and its body (the result's pickle, not copied).
+
+    Example:
+        >>> head, body = result_frame_parts("t1", Outcome("success", b"pickle"))
+        >>> body
+        b'pickle'
     """
     header: dict[str, Any] = {"name": name, "status": outcome.status, "seconds": outcome.seconds}
     if outcome.error is not None:
@@ -125,7 +177,7 @@ def result_frame(name: str, outcome: Outcome) -> bytes:
         header["traceback"] = outcome.traceback
     if outcome.warnings:
         header["warnings"] = list(outcome.warnings)
-    return encode(Kind.RESULT, header, outcome.body)
+    return _head(Kind.RESULT, header, len(outcome.body)), outcome.body
 
 
 _REPORTED: dict[object, Status] = {
@@ -178,19 +230,25 @@ def read_result(frame: Frame) -> tuple[str, Outcome]:
 
 
 def parse_prefix(
-    prefix: bytes, body_bytes_max: int, header_bytes_max: int = HEADER_BYTES_MAX
+    prefix: bytes | bytearray | memoryview,
+    body_bytes_max: int,
+    header_bytes_max: int = HEADER_BYTES_MAX,
+    kinds: frozenset[Kind] | None = None,
 ) -> tuple[Kind, int, int]:
-    """Check a frame prefix against the limits; return kind, header length, body length.
+    """Check a frame prefix against the limits (and the kinds taken: None, any); return kind,
+    header length, body length.
 
     Example:
         >>> parse_prefix(PREFIX.pack(8, 2, 0), 0)
         (<Kind.HEARTBEAT: 8>, 2, 0)
     """
-    kind_number, header_length, body_length = PREFIX.unpack(prefix)
+    kind_number, header_length, body_length = PREFIX.unpack_from(prefix)
     try:
         kind = Kind(kind_number)
     except ValueError:
         raise ProtocolError(f"unknown frame kind {kind_number}") from None
+    if kinds is not None and kind not in kinds:
+        raise ProtocolError(f"a {kind.name} frame is not taken here")
     if header_length > header_bytes_max:
         raise ProtocolError(f"header of {header_length} bytes is over the {header_bytes_max} limit")
     if body_length > body_bytes_max:
@@ -198,19 +256,28 @@ def parse_prefix(
     return kind, header_length, body_length
 
 
-def decode_header(data: bytes) -> dict[str, Any]:
-    """Decode a JSON header, which must be an object.
+def decode_header(data: bytes, kind: Kind = Kind.HELLO) -> dict[str, Any]:
+    """Decode a frame's header (JSON for the frames spoken before authentication, `marshal`
+    for the others), which must be a mapping of names.
 
     Example:
         >>> decode_header(b'{"name": "a"}')
         {'name': 'a'}
+        >>> decode_header(marshal.dumps({"name": "a"}), Kind.RESULT)
+        {'name': 'a'}
     """
-    try:
-        header = json.loads(data)
-    except (ValueError, RecursionError) as error:  # bad UTF-8, bad JSON, absurd nesting
-        raise ProtocolError(f"header is not JSON: {error!r:.200}") from None
+    if kind in OPEN_KINDS:
+        try:
+            header = json.loads(data)
+        except (ValueError, RecursionError) as error:  # bad UTF-8, bad JSON, absurd nesting
+            raise ProtocolError(f"header is not JSON: {error!r:.200}") from None
+    else:
+        try:
+            header = marshal.loads(data)
+        except (ValueError, EOFError, TypeError) as error:
+            raise ProtocolError(f"header does not decode: {error!r:.200}") from None
     if not isinstance(header, dict):
-        raise ProtocolError("header is not a JSON object")
+        raise ProtocolError("header is not a JSON object" if kind in OPEN_KINDS else "bad header")
     return header
 
 
@@ -242,9 +309,16 @@ class FrameParser:
         ([], [Frame(kind=<Kind.HEARTBEAT: 8>, header={}, body=b'')])
     """
 
-    def __init__(self, body_bytes_max: int, header_bytes_max: int = HEADER_BYTES_MAX) -> None:
+    def __init__(
+        self,
+        body_bytes_max: int,
+        header_bytes_max: int = HEADER_BYTES_MAX,
+        kinds: frozenset[Kind] | None = None,
+    ) -> None:
         self.body_bytes_max = body_bytes_max
         self.header_bytes_max = header_bytes_max
+        self.kinds = kinds
+        """The kinds of frame taken (None: any); another kind is refused from its prefix."""
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Frame]:
@@ -253,16 +327,29 @@ class FrameParser:
         buffer += data
         frames: list[Frame] = []
         size = PREFIX.size
-        while len(buffer) >= size:
-            kind, header_length, body_length = parse_prefix(
-                bytes(buffer[:size]), self.body_bytes_max, self.header_bytes_max
-            )
-            end = size + header_length + body_length
-            if len(buffer) < end:
-                break
-            header = decode_header(bytes(buffer[size : size + header_length]))
-            frames.append(Frame(kind, header, bytes(buffer[size + header_length : end])))
-            del buffer[:end]
+        start = 0
+        view = memoryview(buffer)
+        try:
+            while len(buffer) - start >= size:
+                kind, header_length, body_length = parse_prefix(
+                    view[start : start + size],
+                    self.body_bytes_max,
+                    self.header_bytes_max,
+                    self.kinds,
+                )
+                header_end = start + size + header_length
+                end = header_end + body_length
+                if len(buffer) < end:
+                    break
+                header = decode_header(bytes(view[start + size : header_end]), kind)
+                frames.append(Frame(kind, header, bytes(view[header_end:end])))
+                start = end
+        finally:
+            view.release()
+        if start == len(buffer):
+            buffer.clear()
+        elif start:
+            del buffer[:start]
         return frames
 
     @property
@@ -302,7 +389,7 @@ def versions() -> dict[str, str]:
     return {
         "protocol": str(PROTOCOL_VERSION),
         "batchcrew": __version__,
-        "python": ".".join(platform.python_version_tuple()[:2]),
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
         "cloudpickle": cloudpickle.__version__,
     }
 

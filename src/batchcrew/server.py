@@ -29,9 +29,14 @@ logger = logging.getLogger("batchcrew.server")
 SECONDS_HELLO = 10.0
 """How long a new connection has to complete TLS and say HELLO."""
 
-SECONDS_GOODBYE = 2.0
-"""How long a connection the server closes waits for the peer's TLS goodbye (close_notify)
-before it is dropped, so a peer that never answers cannot hold it (the default is 30 s)."""
+TLS_READ_BYTES = 1 << 17
+"""The most decrypted bytes read at a time from one connection."""
+
+LARGE_BYTES = 1 << 16
+"""A frame piece this long is encrypted on its own rather than joined to its neighbours."""
+
+WORKER_KINDS = frozenset({Kind.RESULT, Kind.HEARTBEAT})
+"""The frames an admitted worker may send."""
 
 BACKLOG = 1024
 """Connections the kernel queues before the server accepts them: hundreds of workers (or of
@@ -196,7 +201,7 @@ class Server:
                     # The worker keeps a cache like this one, updated in the same order.
                     new_setup = task.setup is not None and not peer.functions.seen(task.setup)
                     new_function = not peer.functions.seen(task.function)
-                    peer.write(protocol.task_frame(task, new_function, new_setup))
+                    peer.write_parts(protocol.task_frame_parts(task, new_function, new_setup))
             elif isinstance(action, SendExit):
                 self.send(action.worker, protocol.encode(Kind.EXIT, {"reason": action.reason}))
             elif isinstance(action, SendCancel):
@@ -247,10 +252,13 @@ class Server:
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP connection: paused until TLS is up, then HELLO, then frames as they arrive.
+    """One TCP connection: TLS (through memory buffers, as the worker's channel does), then
+    HELLO, then frames as they arrive.
 
-    It is refused at most once (`_refuse`) and leaves the server exactly once (`_end`),
-    whichever way it ends: a failed handshake, a timer, a bad frame, or the peer going away.
+    Doing TLS here rather than in asyncio's SSL layer keeps a connection small (no 256 KiB
+    read buffer each) and its handshake inside the HELLO timer. It is refused at most once
+    (`_refuse`) and leaves the server exactly once (`_end`), whichever way it ends: a failed
+    handshake, a timer, a bad frame, or the peer going away.
     """
 
     def __init__(self, server: Server) -> None:
@@ -258,82 +266,74 @@ class _Connection(asyncio.Protocol):
         self.worker: str | None = None
         self.address: Any = None
         self.functions = FunctionCache()
-        # Before admission: no body, and a header no longer than a HELLO needs.
-        self.parser = FrameParser(body_bytes_max=0, header_bytes_max=protocol.HELLO_BYTES_MAX)
+        # Before admission: a HELLO only, no body, a header no longer than a HELLO needs.
+        self.parser = FrameParser(0, protocol.HELLO_BYTES_MAX, frozenset({Kind.HELLO}))
         self.transport: asyncio.Transport | None = None
-        self._plain: asyncio.Transport | None = None
-        self._upgrade: asyncio.Future[None] | None = None
-        """The TLS set-up under way (kept so it is not collected; never cancelled: cancelling
-        a handshake half-way would leave its transport behind)."""
+        self._tls: ssl.SSLObject | None = None
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing_tls = ssl.MemoryBIO()
+        self._secured = False
         self._hello_timer: asyncio.TimerHandle | None = None
-        self._early: list[bytes] = []
         self._outgoing: list[bytes] = []
         self._counted = False
         self._over = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        if self.transport is not None or self._plain is not None:
-            return  # the TLS transport replacing the plain one: already set up below
+        self.transport = transport
         self.address = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if sock is not None:
             protocol.keep_alive(sock)
         self.server.opened(self)
-        loop = asyncio.get_running_loop()
-        self._hello_timer = loop.call_later(SECONDS_HELLO, self._too_slow)
-        if self.server.ssl_context is None:
-            self.transport = transport
-            return
-        # Nothing is read until TLS is set up on this very connection.
-        self._plain = transport
-        transport.pause_reading()
-        self._upgrade = asyncio.ensure_future(self._start_tls(transport))
-
-    async def _start_tls(self, plain: asyncio.Transport) -> None:
-        loop = asyncio.get_running_loop()
+        self._hello_timer = asyncio.get_running_loop().call_later(SECONDS_HELLO, self._too_slow)
         context = self.server.ssl_context
-        assert context is not None
-        try:
-            await self._handshake(loop, plain, context)
-        finally:
-            self._upgrade = None
-
-    async def _handshake(
-        self, loop: asyncio.AbstractEventLoop, plain: asyncio.Transport, context: ssl.SSLContext
-    ) -> None:
-        try:
-            secured = await loop.start_tls(
-                plain,
-                self,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=SECONDS_HELLO,
-                ssl_shutdown_timeout=SECONDS_GOODBYE,
-            )
-        except (TimeoutError, OSError, ssl.SSLError) as error:
-            self._refuse("handshake", f"TLS handshake with {self.address} failed: {error!r:.200}")
-            plain.close()
-            self._end()  # the TLS layer never reports this connection lost: end it here
-            return
-        if secured is None or self._over:
-            plain.close()
-            self._end()
-            return
-        self.transport = secured
-        early, self._early = self._early, []
-        for data in early:
-            self.data_received(data)
+        if context is not None:
+            self._tls = context.wrap_bio(self._incoming, self._outgoing_tls, server_side=True)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is None:
-            # TLS delivers the first bytes before start_tls returns the transport to answer on.
-            self._early.append(data)
-            return
-        if self._counted:
+        if self._counted or self._over:
             return
         with self.server.batch():
-            self._frames_received(data)
+            if self._tls is None:
+                self._frames_received(data)
+            else:
+                self._tls_received(data)
+
+    def _tls_received(self, data: bytes) -> None:
+        tls = self._tls
+        assert tls is not None
+        self._incoming.write(data)
+        if not self._secured:
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._send_tls()
+                return
+            except (ssl.SSLError, OSError) as error:
+                self._send_tls()  # the alert that says why, when there is one
+                self._refuse(
+                    "handshake", f"TLS handshake with {self.address} failed: {error!r:.200}"
+                )
+                self.abort()
+                return
+            self._secured = True
+        while not self._counted:
+            try:
+                plain = tls.read(TLS_READ_BYTES)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # the peer's goodbye
+                self.close()
+                break
+            except (ssl.SSLError, OSError) as error:
+                self._refuse("protocol", f"TLS from {self._peer} failed: {error!r:.200}")
+                self._drop()
+                break
+            if not plain:
+                break
+            self._frames_received(plain)
+        self._send_tls()  # whatever TLS itself has to say (session tickets, key updates)
 
     def _frames_received(self, data: bytes) -> None:
         try:
@@ -357,8 +357,6 @@ class _Connection(asyncio.Protocol):
         return self.worker or str(self.address)
 
     def _hello(self, frame: Frame) -> None:
-        if frame.kind is not Kind.HELLO:
-            raise ProtocolError(f"expected HELLO, got {frame.kind.name}")
         handler = self.server.handler
         try:
             if handler is None:
@@ -375,6 +373,7 @@ class _Connection(asyncio.Protocol):
         self.server.admitted(self, worker)
         self.parser.body_bytes_max = protocol.BODY_BYTES_MAX
         self.parser.header_bytes_max = protocol.HEADER_BYTES_MAX
+        self.parser.kinds = WORKER_KINDS
         self.write(protocol.encode(Kind.WELCOME, {"worker": worker}))
         self.server.execute(actions)
 
@@ -398,8 +397,11 @@ class _Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.worker is None:
-            detail = " mid-frame" if self.parser.buffered else " before saying HELLO"
-            self._refuse("protocol", f"connection from {self.address} ended{detail}")
+            if not self._secured and self._tls is not None:
+                self._refuse("handshake", f"TLS handshake with {self.address} failed: it left")
+            else:
+                detail = " mid-frame" if self.parser.buffered else " before saying HELLO"
+                self._refuse("protocol", f"connection from {self.address} ended{detail}")
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -413,41 +415,66 @@ class _Connection(asyncio.Protocol):
         self._over = True
         if self._hello_timer is not None:
             self._hello_timer.cancel()
-        self._early.clear()
         self._outgoing.clear()
+        self._tls = None
         self.server.ended(self)
 
     def write(self, data: bytes) -> None:
         """Send bytes now, or with the rest of a batch (see `Server.batch`)."""
+        self.write_parts([data])
+
+    def write_parts(self, parts: list[bytes]) -> None:
+        """Send the pieces of a frame one after another (a large body is never copied to join
+        its head), now or with the rest of a batch."""
         if self.server.batching:
             if not self._outgoing:
                 self.server.dirty.append(self)
-            self._outgoing.append(data)
+            self._outgoing += parts
             return
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
+        self._send(parts)
 
     def flush(self) -> None:
-        """Send what a batch queued, in one write."""
-        data = b"".join(self._outgoing)
-        self._outgoing.clear()
+        """Send what a batch queued."""
+        parts, self._outgoing = self._outgoing, []
+        if parts:
+            self._send(parts)
+
+    def _send(self, parts: list[bytes]) -> None:
         transport = self.transport
-        if data and transport is not None and not transport.is_closing():
-            transport.write(data)
+        if transport is None or transport.is_closing() or self._over:
+            return
+        tls = self._tls
+        if tls is None:
+            transport.writelines(parts)
+            return
+        if not self._secured:
+            return  # nothing goes out before the handshake
+        small = [part for part in parts if len(part) < LARGE_BYTES]
+        if len(small) == len(parts):
+            tls.write(b"".join(parts))  # one TLS record for a burst of small frames
+        else:
+            for part in parts:
+                tls.write(part)
+        self._send_tls()
+
+    def _send_tls(self) -> None:
+        transport = self.transport
+        if self._outgoing_tls.pending and transport is not None and not transport.is_closing():
+            transport.write(self._outgoing_tls.read())
 
     def close(self) -> None:
-        """Close gracefully (what is queued still leaves), whatever stage the connection is at."""
+        """Close gracefully: what is queued still leaves, then TLS's goodbye."""
         if self._outgoing:
             self.flush()  # a REFUSE or an EXIT still leaves before the connection closes
+        tls = self._tls
+        if tls is not None and self._secured:
+            with contextlib.suppress(ssl.SSLError, OSError):
+                tls.unwrap()  # writes close_notify; the peer's own is not waited for
+            self._send_tls()
         if self.transport is not None:
             self.transport.close()
-        elif self._plain is not None:
-            self._plain.close()  # mid-handshake: start_tls fails and ends the connection
 
     def abort(self) -> None:
         """Drop the connection at once (no TLS goodbye to a peer that stopped answering)."""
         if self.transport is not None:
             self.transport.abort()
-        elif self._plain is not None:
-            self._plain.abort()

@@ -83,7 +83,7 @@ def read_frame(connection: socket.socket) -> protocol.Frame | None:
     if not prefix:
         return None
     kind, header_length, body_length = protocol.parse_prefix(prefix, protocol.BODY_BYTES_MAX)
-    header = protocol.decode_header(exactly(header_length))
+    header = protocol.decode_header(exactly(header_length), kind)
     return protocol.Frame(kind, header, exactly(body_length) if body_length else b"")
 
 
