@@ -16,6 +16,16 @@ from batchcrew.messages import TaskSpec
 HISTORY_KEPT = 1000
 """Departed workers kept for `summary()`; older ones are only counted."""
 
+PREFETCH = 1
+"""Tasks a busy worker may hold beyond the one it runs, so it never waits on the network."""
+
+PREFETCH_SHORT = 8
+"""Tasks a busy worker may hold beyond the one it runs while tasks are short: a burst of
+results and the tasks that replace them then share one read and one write on each side."""
+
+SECONDS_SHORT = 0.005
+"""Tasks this short or shorter, on the recent average, are short."""
+
 
 @dataclass(slots=True, eq=False)
 class TaskState:
@@ -83,6 +93,37 @@ class Earlier:
     errors: int = 0
     crashes: int = 0
     seconds_busy: float = 0.0
+
+
+class Pace:
+    """How long tasks have taken lately (an exponential average of what workers report), and
+    so how many a busy worker may hold.
+
+    Example:
+        >>> pace = Pace()
+        >>> pace.prefetch
+        1
+        >>> for _ in range(20):
+        ...     pace.observe(0.0001)
+        >>> pace.prefetch
+        8
+    """
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        """A task took `seconds` on its worker."""
+        previous = self.seconds
+        self.seconds = seconds if previous is None else 0.9 * previous + 0.1 * seconds
+
+    @property
+    def prefetch(self) -> int:
+        """Tasks a busy worker may hold beyond the one it runs (one until tasks are known to
+        be short: a long task must not wait behind another on a busy worker)."""
+        if self.seconds is None or self.seconds > SECONDS_SHORT:
+            return PREFETCH
+        return PREFETCH_SHORT
 
 
 class LevelQueues:

@@ -12,12 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from batchcrew.messages import Outcome, TaskSpec
-from batchcrew.records import Departures, LevelQueues, TaskState, WorkerState
-
-PREFETCH = 1
-"""Tasks a busy worker may hold beyond the one it runs, so it never waits on the network.
-
-Not used with `seconds_wall`: a worker must not start a task after its wall time."""
+from batchcrew.records import Departures, LevelQueues, Pace, TaskState, WorkerState
 
 SECONDS_TIMEOUT_GRACE = 30.0
 """How long past its timeout a task may stay unanswered before its worker is written off."""
@@ -171,6 +166,7 @@ class Scheduler:
         self.queues = LevelQueues(limits.levels)
         self.workers: dict[str, WorkerState] = {}
         self.departures = Departures()
+        self.pace = Pace()
         self.awaiting: dict[str, tuple[TaskState, float]] = {}
         """Tasks whose worker died under them, by worker, with the time it was lost."""
 
@@ -231,6 +227,7 @@ class Scheduler:
             return self._after_worker_freed(state, now)
         state.tasks += 1
         state.seconds_busy += outcome.seconds
+        self.pace.observe(outcome.seconds)
         if not outcome.ok:
             state.errors += 1
         if state.held:
@@ -411,9 +408,11 @@ class Scheduler:
         return actions
 
     def _fill(self, state: WorkerState, now: float) -> list[Action]:
-        """Give a worker a task if it is idle, and one more if work is left over."""
+        """Give a worker a task if it is idle, and more (`Pace.prefetch`) if work is left
+        over (never with `seconds_wall`: a worker must not start a task after its wall time)."""
         actions: list[Action] = []
-        while any(self.queued) and accepts(self.limits, state, PREFETCH, now):
+        depth = self.pace.prefetch
+        while any(self.queued) and accepts(self.limits, state, depth, now):
             if state.held and self._surplus() <= 0:
                 break
             task = self.queues.take(state.level)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import importlib
-import importlib.util
 import logging
 import os
 import pickle
@@ -32,6 +30,7 @@ from typing import Any
 from batchcrew import protocol
 from batchcrew.channel import Channel
 from batchcrew.errors import CertificateMismatch, ProtocolError
+from batchcrew.imports import when_imported
 from batchcrew.messages import Outcome, Status
 from batchcrew.protocol import (
     FUNCTIONS_CACHED,
@@ -110,18 +109,23 @@ class _Running:
     reason: str | None = None
     interrupted: bool = False
     cancelled: set[str] = field(default_factory=set)
+    started: float = 0.0
+    seed: int | None = None
+    """The seed of the task running, for numpy if the task loads it."""
 
     def start(self, name: str) -> None:
         self.target, self.reason, self.interrupted = None, None, False
+        self.started = time.monotonic()
         self.name = name
 
 
 class _Watchdog:
     """Listens while a task runs: CANCEL, a vanished or silent controller; sends heartbeats.
 
-    Between tasks the main thread reads the socket itself, so the hot path has no thread hop;
-    the watchdog reads only while armed (edge-triggered, so it never spins), and wakes the main
-    thread through a pipe when what it read is left for it.
+    Between tasks, and during the first `SECONDS_ARM` of a task, the main thread alone reads
+    the socket, so short tasks cost no system call and no thread hop; the watchdog looks every
+    `SECONDS_ARM`, reads only while a task has run longer (edge-triggered, so it never spins),
+    and wakes the main thread through a pipe when what it read is left for it.
     """
 
     def __init__(self, channel: Channel, running: _Running, seconds_timeout: float) -> None:
@@ -136,15 +140,19 @@ class _Watchdog:
         self._idle_mask = select.EPOLLRDHUP | select.EPOLLET
         self._armed_mask = select.EPOLLIN | self._idle_mask
         self._epoll.register(channel.sock.fileno(), self._idle_mask)
+        self._armed = False
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="batchcrew-watchdog", daemon=True).start()
 
-    def arm(self) -> None:
-        self._epoll.modify(self.channel.sock.fileno(), self._armed_mask)
-
-    def disarm(self) -> None:
-        self._epoll.modify(self.channel.sock.fileno(), self._idle_mask)
+    def _arm_if_due(self) -> None:
+        """Listen while a task has run `SECONDS_ARM` or longer; not otherwise."""
+        running = self.running
+        due = running.name is not None and time.monotonic() - running.started >= SECONDS_ARM
+        if due != self._armed:
+            self._armed = due
+            mask = self._armed_mask if due else self._idle_mask
+            self._epoll.modify(self.channel.sock.fileno(), mask)
 
     def heard(self) -> None:
         self.last_heard = time.monotonic()
@@ -153,8 +161,10 @@ class _Watchdog:
         beat = protocol.encode(Kind.HEARTBEAT, {})
         next_beat = time.monotonic() + SECONDS_HEARTBEAT
         while not self.channel.closed:
-            events = self._epoll.poll(max(0.0, next_beat - time.monotonic()))
+            wait = min(next_beat - time.monotonic(), SECONDS_ARM)
+            events = self._epoll.poll(max(0.0, wait))
             try:
+                self._arm_if_due()
                 for _, mask in events:
                     if mask & select.EPOLLIN:
                         self._listen()
@@ -210,8 +220,6 @@ class _Runner:
         self.channel = channel
         self.functions: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self.setups_run: set[str] = set()
-        self.numpy: types.ModuleType | None = None
-        self.numpy_checked = False
 
     def function(self, key: str, data: bytes) -> Any:
         fn = self.functions.get(key)
@@ -224,12 +232,10 @@ class _Runner:
 
     def seed(self, seed: int) -> None:
         random.seed(seed)
-        if not self.numpy_checked:  # numpy, when installed, is loaded once, before a task runs
-            self.numpy_checked = True
-            if importlib.util.find_spec("numpy") is not None:
-                self.numpy = importlib.import_module("numpy")
-        if self.numpy is not None:
-            self.numpy.random.seed(numpy_seed(seed))
+        self.running.seed = seed
+        numpy_random = sys.modules.get("numpy.random")
+        if numpy_random is not None:  # a task that loads numpy later is seeded as it loads
+            numpy_random.seed(numpy_seed(seed))
 
     def run(
         self, header: dict[str, Any], function_data: bytes, arguments: bytes, setup_data: bytes
@@ -352,6 +358,9 @@ def _pickled_exception(exception: BaseException) -> bytes:
     return data if len(data) <= EXCEPTION_BYTES_MAX else b""
 
 
+SECONDS_ARM = 0.05
+"""How long a task runs before the watchdog listens for CANCEL and a vanished controller."""
+
 SECONDS_REFUSED = 5.0
 """How long a worker keeps dialing an address where nothing listens (its controller gone)."""
 
@@ -451,6 +460,7 @@ def serve(channel: Channel, settings: WorkerSettings) -> None:
     signal.signal(signal.SIGUSR1, interrupt_task)
     signal.signal(signal.SIGALRM, interrupt_task)
     _hide_from_forked_children(channel)
+    when_imported("numpy.random", lambda numpy_random: _seed_numpy(numpy_random, running))
     waiting = _poller(channel, watchdog.wake_reader)
     watchdog.start()
     while True:
@@ -472,9 +482,7 @@ def serve(channel: Channel, settings: WorkerSettings) -> None:
             size = int(header.get("function_size", 0))
             key = str(header["function"])
             functions.seen(key, body[start : start + size])
-            watchdog.arm()
             result = runner.run(header, functions.get(key), body[start + size :], setup_data)
-            watchdog.disarm()
             channel.send(result)
         elif frame.kind is Kind.CANCEL:
             name = str(frame.header.get("name"))
@@ -483,6 +491,13 @@ def serve(channel: Channel, settings: WorkerSettings) -> None:
         elif frame.kind is Kind.EXIT:
             logger.info("told to exit: %s", frame.header.get("reason"))
             return
+
+
+def _seed_numpy(numpy_random: types.ModuleType, running: _Running) -> None:
+    """numpy's global generator, loaded by a task as it runs: seeded for that task, so its
+    first draws are as reproducible as those of every later task."""
+    if running.name is not None and running.seed is not None:
+        numpy_random.seed(numpy_seed(running.seed))
 
 
 _held_connection: list[Channel] = []

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from batchcrew.messages import Outcome, Status, TaskSpec
-from batchcrew.records import HISTORY_KEPT
+from batchcrew.records import HISTORY_KEPT, PREFETCH, PREFETCH_SHORT, SECONDS_SHORT
 from batchcrew.scheduler import (
-    PREFETCH,
     RECLAIMS_MAX,
     SECONDS_SILENCE,
     SECONDS_TIMEOUT_GRACE,
@@ -1303,7 +1302,7 @@ class Model:
         for worker in scheduler.workers.values():
             assert [task.spec.name for task in worker.held] == self.inboxes[worker.id]
             assert worker.level == self.levels[worker.id]
-            assert len(worker.held) <= 1 + PREFETCH
+            assert len(worker.held) <= 1 + PREFETCH_SHORT
             if limits.tasks_max is not None:
                 assert worker.tasks + len(worker.held) <= limits.tasks_max
             for task in worker.held:
@@ -1368,3 +1367,20 @@ def test_random_events_keep_the_invariants(seed: int) -> None:
         model.step()
         model.check()
     model.finish()
+
+
+def test_short_tasks_are_prefetched_deeper_long_ones_one_at_a_time() -> None:
+    scheduler = Scheduler(Limits(workers=1))
+    connect(scheduler)
+    scheduler.push(specs(*(f"t{i}" for i in range(40))), now=0.0)
+    assert len(held(scheduler, "L-0")) == 1 + PREFETCH  # nothing measured yet: one ahead
+    for _ in range(20):  # short tasks come back: the worker may hold more
+        name = held(scheduler, "L-0")[0]
+        scheduler.result_received("L-0", name, success(seconds=SECONDS_SHORT / 10), now=1.0)
+    assert len(held(scheduler, "L-0")) == 1 + PREFETCH_SHORT
+    for _ in range(30):  # then long ones: back to one ahead as the held ones come back
+        name = held(scheduler, "L-0")[0]
+        scheduler.result_received("L-0", name, success(seconds=1.0), now=2.0)
+        if len(held(scheduler, "L-0")) <= 1 + PREFETCH:
+            break
+    assert len(held(scheduler, "L-0")) <= 1 + PREFETCH
