@@ -291,7 +291,7 @@ class _SwarmProcess:
         header = frame.header
         size = int(header.get("function_size", 0))
         key = str(header["function"])
-        cache.seen(key, frame.body[:size])
+        cache.seen(key, bytes(frame.body[:size]))
         fn = self.functions.get(key)
         if fn is None:
             fn = self.functions[key] = pickle.loads(cache.get(key))

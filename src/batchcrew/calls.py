@@ -11,7 +11,7 @@ from typing import Any
 
 from batchcrew.protocol import BODY_BYTES_MAX, function_key
 from batchcrew.results import describe_call
-from batchcrew.serialization import dumps_function, dumps_value
+from batchcrew.serialization import Pickled, dumps_function, pickle_value
 
 NAME_LENGTH_MAX = 1024
 """The longest task name (names travel in frame headers)."""
@@ -33,7 +33,8 @@ class PickledFunction:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One call of a function, pickled: its name (None: one is made up), text and arguments.
+    """One call of a function, pickled: its name (None: one is made up), text and arguments
+    (their large buffers apart).
 
     Example:
         >>> prepare(pickle_function(pow), (2, 3), {}, None).command
@@ -42,7 +43,7 @@ class Call:
 
     name: str | None
     command: str
-    arguments: bytes
+    arguments: Pickled
 
 
 def pickle_function(fn: Callable[..., Any]) -> PickledFunction:
@@ -87,12 +88,12 @@ def prepare(
         check_name(name)
     command = describe_call(function.fn, args, kwargs)
     try:
-        packed = dumps_value((tuple(args), dict(kwargs)))
+        packed = pickle_value((tuple(args), dict(kwargs)))
     except Exception as error:
         raise TypeError(f"the arguments of {command} cannot be pickled: {error}") from error
-    if len(function.data) + len(packed) > BODY_BYTES_MAX:
+    if len(function.data) + packed.size > BODY_BYTES_MAX:
         raise ValueError(
-            f"{command} pickles to {len(function.data) + len(packed):,} bytes, over the "
+            f"{command} pickles to {len(function.data) + packed.size:,} bytes, over the "
             f"{BODY_BYTES_MAX:,}-byte limit of a task; pass a path instead"
         )
     return Call(name, command, packed)

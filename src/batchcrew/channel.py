@@ -13,6 +13,7 @@ import socket
 import ssl
 import threading
 from collections import deque
+from collections.abc import Sequence
 
 from batchcrew import protocol
 from batchcrew.errors import CertificateMismatch
@@ -89,11 +90,18 @@ class Channel:
 
     def send(self, data: bytes) -> None:
         """Send bytes (already framed); safe from any thread."""
+        self.send_parts((data,))
+
+    def send_parts(self, parts: Sequence[bytes | memoryview]) -> None:
+        """Send a frame's pieces one after another (a large body is never copied to join its
+        head); safe from any thread."""
         with self._lock:
             if self._tls is None:
-                self.sock.sendall(data)
+                for part in parts:
+                    self.sock.sendall(part)
                 return
-            self._tls.write(data)
+            for part in parts:
+                self._tls.write(part)
             self.sock.sendall(self._outgoing.read())
 
     def pop_frame(self) -> Frame | None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import pickle
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from batchcrew.errors import TaskError
+from batchcrew.messages import Body
+from batchcrew.serialization import load_value
 
 if TYPE_CHECKING:
     from batchcrew.calls import PickledFunction
@@ -49,10 +50,11 @@ class RemoteTraceback(Exception):
 class _Pickled:
     """A successful task's value, still pickled: loaded once, by the first thread that asks."""
 
-    __slots__ = ("body", "loaded", "lock", "value")
+    __slots__ = ("body", "lengths", "loaded", "lock", "value")
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: Body, lengths: tuple[int, ...]) -> None:
         self.body = body
+        self.lengths = lengths
         self.lock = threading.Lock()
         self.loaded = False
         self.value: Any = None
@@ -60,7 +62,7 @@ class _Pickled:
     def load(self) -> Any:
         with self.lock:
             if not self.loaded:
-                self.value = pickle.loads(self.body) if self.body else None
+                self.value = load_value(self.body, self.lengths) if self.body else None
                 self.loaded, self.body = True, b""
             return self.value
 
@@ -118,7 +120,7 @@ class TaskFuture(concurrent.futures.Future[Any]):
         # is fine, raising out of here (into the event loop) is not.
         with contextlib.suppress(concurrent.futures.InvalidStateError):
             if outcome.status == "success":
-                self.set_result(_Pickled(outcome.body))
+                self.set_result(_Pickled(outcome.body, outcome.buffers))
             elif outcome.status == "cancel":
                 if not self.cancel():  # already running: cancel() refuses
                     self.set_exception(concurrent.futures.CancelledError(outcome.error))

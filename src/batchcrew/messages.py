@@ -10,12 +10,17 @@ from typing import Literal
 Status = Literal["success", "error", "crash", "cancel", "timeout"]
 """How a task ended."""
 
+Body = bytes | memoryview
+"""A pickle as it arrived: a large one is a view of the buffer it was received into, never
+copied out of it."""
+
 
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """A task ready to send: its name, its function (cache key and pickle), its pickled
-    arguments, its seed, its timeout, and the setup its worker must have run first (an
-    executor's initializer: cache key and pickle).
+    arguments (and the large buffers they refer to, sent after them as they are), its seed,
+    its timeout, and the setup its worker must have run first (an executor's initializer:
+    cache key and pickle).
 
     Example:
         >>> TaskSpec("t1", "key", b"fn", b"args", seed=7).name
@@ -30,6 +35,7 @@ class TaskSpec:
     seconds_timeout: float | None = None
     setup: str | None = None
     setup_data: bytes = b""
+    argument_buffers: tuple[memoryview, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +43,9 @@ class Outcome:
     """What became of a task: what its worker reported, or what the controller decided.
 
     `body` is the pickled value of a successful task (or the pickled exception of a failed one,
-    when it could be pickled); it is unpickled in the thread of whoever takes the result, never
-    on the controller's event loop.
+    when it could be pickled), followed by the large buffers the value refers to, of lengths
+    `buffers`; it is unpickled in the thread of whoever takes the result, never on the
+    controller's event loop.
 
     Example:
         >>> Outcome("success", body=b"...").ok
@@ -46,11 +53,12 @@ class Outcome:
     """
 
     status: Status
-    body: bytes = b""
+    body: Body = b""
     error: str | None = None
     traceback: str | None = None
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
+    buffers: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -18,13 +18,14 @@ import math
 import socket
 import struct
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
 from batchcrew.errors import ProtocolError
-from batchcrew.messages import Outcome, Status, TaskSpec
+from batchcrew.messages import Body, Outcome, Status, TaskSpec
 from batchcrew.version import __version__
 
 logger = logging.getLogger("batchcrew.protocol")
@@ -74,7 +75,7 @@ class Frame:
 
     kind: Kind
     header: dict[str, Any]
-    body: bytes = b""
+    body: Body = b""
 
 
 def encode(kind: Kind, header: dict[str, Any], body: bytes = b"") -> bytes:
@@ -124,7 +125,9 @@ def task_frame(spec: TaskSpec, with_function: bool, with_setup: bool = False) ->
     return b"".join(task_frame_parts(spec, with_function, with_setup))
 
 
-def task_frame_parts(spec: TaskSpec, with_function: bool, with_setup: bool = False) -> list[bytes]:
+def task_frame_parts(
+    spec: TaskSpec, with_function: bool, with_setup: bool = False
+) -> list[bytes | memoryview]:
     """`task_frame` as the pieces to write one after another (no copy of the pickles).
 
     Example:
@@ -135,7 +138,7 @@ def task_frame_parts(spec: TaskSpec, with_function: bool, with_setup: bool = Fal
     header: dict[str, Any] = {"name": spec.name, "function": spec.function, "seed": spec.seed}
     if spec.seconds_timeout is not None:
         header["seconds_timeout"] = spec.seconds_timeout
-    parts = [b""]
+    parts: list[bytes | memoryview] = [b""]
     if spec.setup is not None:
         header["setup"] = spec.setup
         if with_setup:
@@ -145,7 +148,10 @@ def task_frame_parts(spec: TaskSpec, with_function: bool, with_setup: bool = Fal
         header["function_size"] = len(spec.function_data)
         parts.append(spec.function_data)
     parts.append(spec.arguments)
-    parts[0] = _head(Kind.TASK, header, sum(len(part) for part in parts))
+    if spec.argument_buffers:
+        header["buffers"] = [buffer.nbytes for buffer in spec.argument_buffers]
+        parts += spec.argument_buffers
+    parts[0] = _head(Kind.TASK, header, sum(memoryview(part).nbytes for part in parts))
     return parts
 
 
@@ -158,17 +164,18 @@ def result_frame(name: str, outcome: Outcome) -> bytes:
         >>> read_result(frame) == ("t1", outcome)
         True
     """
-    head, body = result_frame_parts(name, outcome)
-    return head + body if body else head
+    return b"".join(result_frame_parts(name, outcome))
 
 
-def result_frame_parts(name: str, outcome: Outcome) -> tuple[bytes, bytes]:
-    """`result_frame` as its head and its body (the result's pickle, not copied).
+def result_frame_parts(
+    name: str, outcome: Outcome, buffers: Sequence[memoryview] = ()
+) -> list[Body]:
+    """`result_frame` as its pieces: head, pickle, and the large buffers the pickle refers to
+    (sent as they are, their lengths in the header).
 
     Example:
-        >>> head, body = result_frame_parts("t1", Outcome("success", b"pickle"))
-        >>> body
-        b'pickle'
+        >>> result_frame_parts("t1", Outcome("success", b"pickle"))[1:]
+        [b'pickle']
     """
     header: dict[str, Any] = {"name": name, "status": outcome.status, "seconds": outcome.seconds}
     if outcome.error is not None:
@@ -177,7 +184,10 @@ def result_frame_parts(name: str, outcome: Outcome) -> tuple[bytes, bytes]:
         header["traceback"] = outcome.traceback
     if outcome.warnings:
         header["warnings"] = list(outcome.warnings)
-    return _head(Kind.RESULT, header, len(outcome.body)), outcome.body
+    if buffers:
+        header["buffers"] = [buffer.nbytes for buffer in buffers]
+    length = len(outcome.body) + sum(buffer.nbytes for buffer in buffers)
+    return [_head(Kind.RESULT, header, length), outcome.body, *buffers]
 
 
 _REPORTED: dict[object, Status] = {
@@ -219,6 +229,13 @@ def read_result(frame: Frame) -> tuple[str, Outcome]:
         raise ProtocolError("RESULT with a malformed duration") from None
     if not math.isfinite(duration):
         raise ProtocolError("RESULT with a malformed duration")
+    lengths = header.get("buffers", [])
+    if not (
+        isinstance(lengths, list)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lengths)
+        and sum(lengths) <= len(frame.body)
+    ):
+        raise ProtocolError("RESULT with malformed buffer lengths")
     return name, Outcome(
         status=status,
         body=frame.body,
@@ -226,6 +243,7 @@ def read_result(frame: Frame) -> tuple[str, Outcome]:
         traceback=trace,
         warnings=tuple(warnings or ()),
         seconds=duration,
+        buffers=tuple(lengths),
     )
 
 
@@ -300,7 +318,9 @@ def keep_alive(sock: socket.socket) -> None:
 class FrameParser:
     """Turn a byte stream into frames, checking each prefix before its body arrives.
 
-    Sans-I/O: feed it whatever bytes came in, get back the frames they complete.
+    Sans-I/O: feed it whatever bytes came in, get back the frames they complete. A large frame
+    is received into a buffer of its own size, made once its prefix is read, and its body is a
+    view of that buffer: the bytes are copied once, as they arrive, never again.
 
     Example:
         >>> parser = FrameParser(body_bytes_max=0)
@@ -320,12 +340,21 @@ class FrameParser:
         self.kinds = kinds
         """The kinds of frame taken (None: any); another kind is refused from its prefix."""
         self._buffer = bytearray()
+        self._large: _LargeFrame | None = None
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes | memoryview) -> list[Frame]:
         """Add bytes; return the frames completed so far. Raises `ProtocolError`."""
+        frames: list[Frame] = []
+        large = self._large
+        if large is not None:
+            taken = large.fill(data)
+            if not large.complete:
+                return frames
+            self._large = None
+            frames.append(large.frame())
+            data = memoryview(data)[taken:]
         buffer = self._buffer
         buffer += data
-        frames: list[Frame] = []
         size = PREFIX.size
         start = 0
         view = memoryview(buffer)
@@ -340,6 +369,9 @@ class FrameParser:
                 header_end = start + size + header_length
                 end = header_end + body_length
                 if len(buffer) < end:
+                    if end - start >= LARGE_FRAME_BYTES:  # the rest goes straight in place
+                        self._large = _LargeFrame(kind, header_length, view[start:])
+                        start = len(buffer)
                     break
                 header = decode_header(bytes(view[start + size : header_end]), kind)
                 frames.append(Frame(kind, header, bytes(view[header_end:end])))
@@ -355,7 +387,43 @@ class FrameParser:
     @property
     def buffered(self) -> int:
         """Bytes received that do not make a whole frame yet."""
-        return len(self._buffer)
+        large = self._large
+        return len(self._buffer) + (large.filled if large is not None else 0)
+
+
+LARGE_FRAME_BYTES = 1 << 16
+"""A frame this long is received into a buffer of its own."""
+
+
+class _LargeFrame:
+    """A large frame being received: a buffer of its whole size, filled as bytes arrive."""
+
+    __slots__ = ("buffer", "filled", "header_length", "kind")
+
+    def __init__(self, kind: Kind, header_length: int, start: memoryview) -> None:
+        body_length = PREFIX.unpack_from(start)[2]
+        self.kind = kind
+        self.header_length = header_length
+        self.buffer = bytearray(PREFIX.size + header_length + body_length)
+        self.filled = len(start)
+        self.buffer[: self.filled] = start
+
+    @property
+    def complete(self) -> bool:
+        return self.filled == len(self.buffer)
+
+    def fill(self, data: bytes | memoryview) -> int:
+        """Take what of `data` belongs to this frame; return how many bytes that was."""
+        taken = min(len(data), len(self.buffer) - self.filled)
+        self.buffer[self.filled : self.filled + taken] = memoryview(data)[:taken]
+        self.filled += taken
+        return taken
+
+    def frame(self) -> Frame:
+        header_end = PREFIX.size + self.header_length
+        view = memoryview(self.buffer)
+        header = decode_header(bytes(view[PREFIX.size : header_end]), self.kind)
+        return Frame(self.kind, header, view[header_end:])
 
 
 def version_mismatch(hello: dict[str, Any], ours: dict[str, str]) -> str | None:

@@ -5,6 +5,7 @@ Pure values: no I/O, no pandas until a user asks for a table.
 
 from __future__ import annotations
 
+import builtins
 import reprlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -19,13 +20,46 @@ if TYPE_CHECKING:
 _COMMAND_LENGTH = 80
 RESULTS_SHOWN = 3
 """Results a `Results` repr shows (the rest are counted)."""
-_argument_repr = reprlib.Repr()
+
+
+class _ShortRepr(reprlib.Repr):
+    """`reprlib.Repr` that never builds the whole text of a large value first: bytes are cut
+    before they are shown, huge integers and long containers of other kinds are named."""
+
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        return self._cut(builtins.repr(value[: self.maxstring]), len(value))
+
+    def repr_bytearray(self, value: bytearray, level: int) -> str:
+        return self._cut(builtins.repr(value[: self.maxstring]), len(value))
+
+    def repr_int(self, value: int, level: int) -> str:
+        if value.bit_length() > 128:  # its decimal text alone would take long (or be refused)
+            return f"<int of {value.bit_length()} bits>"
+        return super().repr_int(value, level)
+
+    def repr_instance(self, value: Any, level: int) -> str:
+        try:
+            length = len(value)
+        except Exception:  # noqa: BLE001 (most objects have no length)
+            length = 0
+        if length > LENGTH_SHOWN_WHOLE:
+            return f"<{type(value).__name__} of length {length:,}>"
+        return super().repr_instance(value, level)
+
+    def _cut(self, text: str, length: int) -> str:
+        return text if length <= self.maxstring else f"{text[:-1]}...{text[-1]}"
+
+
+LENGTH_SHOWN_WHOLE = 1000
+"""A value of another kind than the built-in ones this long is named, not shown."""
+
+_argument_repr = _ShortRepr()
 _argument_repr.maxstring = 24
 _argument_repr.maxother = 24
 _argument_repr.maxlist = 4
 _argument_repr.maxtuple = 4
 _argument_repr.maxdict = 3
-_field_repr = reprlib.Repr()
+_field_repr = _ShortRepr()
 _field_repr.maxstring = 80
 _field_repr.maxother = 80
 
@@ -37,6 +71,8 @@ def describe_call(fn: Callable[..., Any], args: Iterable[Any], kwargs: Mapping[s
         >>> def fit(x, alpha=1.0): ...
         >>> describe_call(fit, (3,), {"alpha": 0.1})
         'fit(3, alpha=0.1)'
+        >>> describe_call(fit, (b"x" * 2**20, 10**1000), {})
+        "fit(b'xxxxxxxxxxxxxxxxxxxxxxxx...', <int of 3322 bits>)"
     """
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
     parts = [_argument_repr.repr(value) for value in args]

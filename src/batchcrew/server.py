@@ -15,7 +15,7 @@ import logging
 import ssl
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -274,7 +274,7 @@ class _Connection(asyncio.Protocol):
         self._outgoing_tls = ssl.MemoryBIO()
         self._secured = False
         self._hello_timer: asyncio.TimerHandle | None = None
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[bytes | memoryview] = []
         self._counted = False
         self._over = False
 
@@ -423,7 +423,7 @@ class _Connection(asyncio.Protocol):
         """Send bytes now, or with the rest of a batch (see `Server.batch`)."""
         self.write_parts([data])
 
-    def write_parts(self, parts: list[bytes]) -> None:
+    def write_parts(self, parts: Sequence[bytes | memoryview]) -> None:
         """Send the pieces of a frame one after another (a large body is never copied to join
         its head), now or with the rest of a batch."""
         if self.server.batching:
@@ -431,7 +431,7 @@ class _Connection(asyncio.Protocol):
                 self.server.dirty.append(self)
             self._outgoing += parts
             return
-        self._send(parts)
+        self._send(list(parts))
 
     def flush(self) -> None:
         """Send what a batch queued."""
@@ -439,7 +439,7 @@ class _Connection(asyncio.Protocol):
         if parts:
             self._send(parts)
 
-    def _send(self, parts: list[bytes]) -> None:
+    def _send(self, parts: list[bytes | memoryview]) -> None:
         transport = self.transport
         if transport is None or transport.is_closing() or self._over:
             return
@@ -449,8 +449,7 @@ class _Connection(asyncio.Protocol):
             return
         if not self._secured:
             return  # nothing goes out before the handshake
-        small = [part for part in parts if len(part) < LARGE_BYTES]
-        if len(small) == len(parts):
+        if all(len(part) < LARGE_BYTES for part in parts):
             tls.write(b"".join(parts))  # one TLS record for a burst of small frames
         else:
             for part in parts:

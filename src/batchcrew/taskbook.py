@@ -21,6 +21,7 @@ from batchcrew.messages import TaskSpec
 from batchcrew.results import Result, Results
 from batchcrew.scheduler import Resolve
 from batchcrew.seeds import task_seed
+from batchcrew.serialization import load_value
 
 if TYPE_CHECKING:
     from batchcrew.executor import TaskFuture
@@ -98,7 +99,7 @@ def build_result(entry: TaskEntry, resolution: Resolve) -> Result:
     status, error = outcome.status, outcome.error
     if status == "success" and outcome.body:
         try:
-            value = pickle.loads(outcome.body)
+            value = load_value(outcome.body, outcome.buffers)
         except Exception as problem:  # noqa: BLE001 (the result is bad, not the controller)
             status, error = "error", f"the result could not be unpickled: {problem!r:.500}"
     elif status == "error" and outcome.body:
@@ -194,11 +195,12 @@ class TaskBook:
                         name,
                         function.key,
                         function.data,
-                        call.arguments,
+                        call.arguments.data,
                         seed,
                         seconds_timeout,
                         None if setup is None else setup.key,
                         b"" if setup is None else setup.data,
+                        call.arguments.buffers,
                     )
                 )
             self.unresolved += len(entries)

@@ -31,7 +31,7 @@ from batchcrew import protocol
 from batchcrew.channel import Channel
 from batchcrew.errors import CertificateMismatch, ProtocolError
 from batchcrew.imports import when_imported
-from batchcrew.messages import Outcome, Status
+from batchcrew.messages import Body, Outcome, Status
 from batchcrew.protocol import (
     FUNCTIONS_CACHED,
     SECONDS_HEARTBEAT,
@@ -40,7 +40,7 @@ from batchcrew.protocol import (
     versions,
 )
 from batchcrew.seeds import numpy_seed
-from batchcrew.serialization import dumps_value
+from batchcrew.serialization import dumps_value, load_value, pickle_value
 
 logger = logging.getLogger("batchcrew.worker")
 
@@ -238,27 +238,33 @@ class _Runner:
             numpy_random.seed(numpy_seed(seed))
 
     def run(
-        self, header: dict[str, Any], function_data: bytes, arguments: bytes, setup_data: bytes
-    ) -> bytes:
+        self,
+        header: dict[str, Any],
+        function_data: bytes,
+        arguments: Body,
+        setup_data: bytes,
+    ) -> list[Body]:
         name = str(header["name"])
+        buffers: tuple[memoryview, ...] = ()
         try:
-            outcome = self._run(name, header, function_data, arguments, setup_data)
+            outcome, buffers = self._run(name, header, function_data, arguments, setup_data)
         except _Interrupted:  # a stop that came as the task ended: the outcome stands
             outcome = Outcome("cancel", error="cancelled")
         except Exception as exception:  # noqa: BLE001 (whatever goes wrong, the worker answers)
             outcome = Outcome(
                 "error", error=f"the worker could not report this task: {_describe(exception)}"
             )
-        return protocol.result_frame(name, outcome)
+        return protocol.result_frame_parts(name, outcome, buffers)
 
     def _run(
         self,
         name: str,
         header: dict[str, Any],
         function_data: bytes,
-        arguments: bytes,
+        arguments: Body,
         setup_data: bytes,
-    ) -> Outcome:
+    ) -> tuple[Outcome, tuple[memoryview, ...]]:
+        """The task's outcome, and the large buffers its value refers to (sent after it)."""
         timeout = header.get("seconds_timeout")
         running = self.running
         started = time.perf_counter()
@@ -275,7 +281,7 @@ class _Runner:
                     running.reason = "cancel"
                     raise _Interrupted()
                 fn = self.function(str(header["function"]), function_data)
-                args, kwargs = pickle.loads(arguments)
+                args, kwargs = load_value(arguments, header.get("buffers") or ())
                 setup = header.get("setup")
                 if setup is not None and setup not in self.setups_run:
                     self.function(str(setup), setup_data)()  # once per worker, before its task
@@ -308,19 +314,19 @@ class _Runner:
             notes += (f"... and {len(caught) - WARNINGS_KEPT} more warnings",)
         if status != "success":
             body = _pickled_exception(raised) if raised is not None else b""
-            return Outcome(status, body, error, trace, notes, seconds)
+            return Outcome(status, body, error, trace, notes, seconds), ()
         try:
-            body = dumps_value(value)
+            pickled = pickle_value(value)
         except Exception as exception:  # noqa: BLE001 (an unpicklable value is a task error)
             error = f"the result could not be pickled: {_describe(exception)}"
-            return Outcome("error", b"", error, None, notes, seconds)
-        if len(body) > protocol.BODY_BYTES_MAX:
+            return Outcome("error", b"", error, None, notes, seconds), ()
+        if pickled.size > protocol.BODY_BYTES_MAX:
             error = (
-                f"the result pickles to {len(body):,} bytes, over the "
+                f"the result pickles to {pickled.size:,} bytes, over the "
                 f"{protocol.BODY_BYTES_MAX:,}-byte limit; write it to storage and return a path"
             )
-            return Outcome("error", b"", error, None, notes, seconds)
-        return Outcome("success", body, None, None, notes, seconds)
+            return Outcome("error", b"", error, None, notes, seconds), ()
+        return Outcome("success", pickled.data, None, None, notes, seconds), pickled.buffers
 
 
 ERROR_CHARACTERS = 4_000
@@ -471,19 +477,19 @@ def serve(channel: Channel, settings: WorkerSettings) -> None:
             watchdog.heard()
             continue
         if frame.kind is Kind.TASK:
-            header, body = frame.header, frame.body
+            header, body = frame.header, memoryview(frame.body)
             start = 0
             setup_data = b""
             setup = header.get("setup")
             if setup is not None:  # the same cache updates, in the same order, as the server's
                 start = int(header.get("setup_size", 0))
-                functions.seen(str(setup), body[:start])
+                functions.seen(str(setup), bytes(body[:start]))
                 setup_data = functions.get(str(setup))
             size = int(header.get("function_size", 0))
             key = str(header["function"])
-            functions.seen(key, body[start : start + size])
+            functions.seen(key, bytes(body[start : start + size]))
             result = runner.run(header, functions.get(key), body[start + size :], setup_data)
-            channel.send(result)
+            channel.send_parts(result)
         elif frame.kind is Kind.CANCEL:
             name = str(frame.header.get("name"))
             if channel.holds_task(name):
