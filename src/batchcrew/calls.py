@@ -5,13 +5,14 @@ describe it in a line. Runs in the user's thread and touches no shared state.
 from __future__ import annotations
 
 import reprlib
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from batchcrew.protocol import BODY_BYTES_MAX, function_key
 from batchcrew.results import describe_call
-from batchcrew.serialization import Pickled, dumps_function, pickle_value
+from batchcrew.serialization import Pickled, dumps_by_reference, dumps_function, pickle_value
 
 NAME_LENGTH_MAX = 1024
 """The longest task name (names travel in frame headers)."""
@@ -57,11 +58,29 @@ def pickle_function(fn: Callable[..., Any]) -> PickledFunction:
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    plain_function = type(fn) in (types.FunctionType, types.BuiltinFunctionType)
+    if plain_function:
+        known = _by_reference.get(fn)
+        if known is not None:
+            return known
     try:
         data = dumps_function(fn)
     except Exception as error:
         raise TypeError(f"fn {fn!r} cannot be pickled: {error}") from error
-    return PickledFunction(function_key(data), data, fn)
+    pickled = PickledFunction(function_key(data), data, fn)
+    # Only what travels by reference is kept: a function shipped by value carries the values
+    # of its globals, which may have changed by its next push.
+    if plain_function and data == dumps_by_reference(fn):
+        if len(_by_reference) >= FUNCTIONS_KEPT:
+            _by_reference.clear()
+        _by_reference[fn] = pickled
+    return pickled
+
+
+FUNCTIONS_KEPT = 256
+"""Functions pickled by reference kept for their next push."""
+
+_by_reference: dict[Callable[..., Any], PickledFunction] = {}
 
 
 def check_name(name: object) -> None:

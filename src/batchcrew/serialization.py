@@ -174,12 +174,9 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
         >>> pickle.loads(dumps_function(operator.neg))(3)
         -3
     """
-    module = getattr(fn, "__module__", None)
-    if module and module != "__main__" and not _registered_by_value(module):
-        try:
-            return pickle.dumps(fn, protocol=PICKLE_PROTOCOL)
-        except (pickle.PicklingError, AttributeError, TypeError):
-            pass  # a lambda, a nested function, a shadowed name: cloudpickle knows how
+    by_reference = dumps_by_reference(fn)
+    if by_reference is not None:
+        return by_reference
     shipped: Any = fn
     if isinstance(fn, types.FunctionType) and not fn.__code__.co_filename.startswith("<"):
         shipped = _Located(fn)  # tracebacks on the worker name its file, not "<dynamic-code>"
@@ -217,6 +214,24 @@ def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
         for const in code.co_consts
     )
     return code.replace(co_filename=filename, co_consts=consts)
+
+
+def dumps_by_reference(fn: Callable[..., Any]) -> bytes | None:
+    """`fn` pickled by reference (its module and name), or None when it must travel by value
+    (defined in `__main__`, a lambda, a nested function, a module registered by value).
+
+    Example:
+        >>> import operator
+        >>> dumps_by_reference(operator.neg) is not None, dumps_by_reference(lambda: 1)
+        (True, None)
+    """
+    module = getattr(fn, "__module__", None)
+    if not module or module == "__main__" or _registered_by_value(module):
+        return None
+    try:
+        return pickle.dumps(fn, protocol=PICKLE_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return None  # a lambda, a nested function, a shadowed name: cloudpickle knows how
 
 
 def _registered_by_value(module: str) -> bool:

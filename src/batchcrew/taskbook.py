@@ -20,7 +20,7 @@ from batchcrew.errors import LaunchError, TerminatedError
 from batchcrew.messages import TaskSpec
 from batchcrew.results import Result, Results
 from batchcrew.scheduler import Resolve
-from batchcrew.seeds import task_seed
+from batchcrew.seeds import TaskSeeds
 from batchcrew.serialization import load_value
 
 if TYPE_CHECKING:
@@ -141,6 +141,7 @@ class TaskBook:
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+        self._seeds = TaskSeeds(seed)
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.entries: dict[str, TaskEntry] = {}
@@ -185,7 +186,7 @@ class TaskBook:
                 raise ValueError(f"a task named {duplicate!r} is still held")
             for call in calls:
                 name = call.name if call.name is not None else self._fresh_name()
-                seed = task_seed(self.seed, self.pushed)
+                seed = self._seeds(self.pushed)
                 self.pushed += 1
                 entry = TaskEntry(name, call.command, seed, poppable, future=future, group=group)
                 self.entries[name] = entry

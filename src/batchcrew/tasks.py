@@ -239,7 +239,8 @@ class TaskMethods:
         group: TaskGroup | None = None,
         setup: PickledFunction | None = None,
     ) -> list[TaskEntry]:
-        self._life.start()
+        if self._life.state != "started":
+            self._life.start()
         entries, wake = self._tasks.add(
             function, calls, seconds_timeout, poppable, future, group, setup
         )
