@@ -147,7 +147,8 @@ class Dispatcher:
         if specs and not self._closing:
             with self.server.batch():
                 self.server.execute(self._carry_out(self.scheduler.push(specs, self.now)))
-            self.launching.scale()
+            if any(self.scheduler.queued):  # idle workers took them all: no worker to launch
+                self.launching.scale()
 
     def cancel(self, names: Sequence[str] | None) -> None:
         """Cancel tasks by name (None: all)."""

@@ -205,14 +205,21 @@ def read_result(frame: Frame) -> tuple[str, Outcome]:
     """
     header = frame.header
     name, reported = header.get("name"), header.get("status")
-    # Only texts are shown or looked up: a list or an object (nested as deep as JSON allows)
-    # is refused before anything turns it into text.
-    status = _REPORTED.get(reported) if isinstance(reported, str) else None
+    # Only texts are shown or looked up: a list or an object (nested as deep as the header
+    # allows) is refused before anything turns it into text.
+    status = _REPORTED.get(reported) if type(reported) is str else None
     if status is None:
         shown = repr(reported)[:50] if isinstance(reported, str) else type(reported).__name__
         raise ProtocolError(f"RESULT with an unknown status {shown}")
-    if not isinstance(name, str):
+    if type(name) is not str:
         raise ProtocolError("RESULT without a task name")
+    seconds = header.get("seconds", 0.0)
+    if type(seconds) is not float or not math.isfinite(seconds):
+        if type(seconds) is not int or abs(seconds) > 1 << 53:
+            raise ProtocolError("RESULT with a malformed duration")
+        seconds = float(seconds)
+    if len(header) == 3 and "seconds" in header:  # name, status, seconds: nothing more
+        return name, Outcome(status, frame.body, seconds=seconds)
     error, trace, warnings = header.get("error"), header.get("traceback"), header.get("warnings")
     if not all(text is None or isinstance(text, str) for text in (error, trace)):
         raise ProtocolError("RESULT with an error or traceback that is not text")
@@ -220,15 +227,6 @@ def read_result(frame: Frame) -> tuple[str, Outcome]:
         isinstance(warnings, list) and all(isinstance(item, str) for item in warnings)
     ):
         raise ProtocolError("RESULT with warnings that are not a list of texts")
-    seconds = header.get("seconds", 0.0)
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-        raise ProtocolError("RESULT with a malformed duration")
-    try:
-        duration = float(seconds)
-    except OverflowError:  # an integer of hundreds of digits
-        raise ProtocolError("RESULT with a malformed duration") from None
-    if not math.isfinite(duration):
-        raise ProtocolError("RESULT with a malformed duration")
     lengths = header.get("buffers", [])
     if not (
         isinstance(lengths, list)
@@ -242,7 +240,7 @@ def read_result(frame: Frame) -> tuple[str, Outcome]:
         error=error,
         traceback=trace,
         warnings=tuple(warnings or ()),
-        seconds=duration,
+        seconds=seconds,
         buffers=tuple(lengths),
     )
 
