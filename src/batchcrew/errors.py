@@ -96,15 +96,22 @@ class LaunchError(BatchcrewError):
 class AWSError(BatchcrewError):
     """An AWS call failed; the message names the operation, the region and the resource.
 
+    `transient` says whether trying again later may help.
+
     Example:
         >>> error = AWSError("SubmitJob", "us-east-1", "queue q1", "ClientException: no queue")
         >>> str(error)
         'SubmitJob in us-east-1 on queue q1 failed: ClientException: no queue'
     """
 
-    def __init__(self, operation: str, region: str, resource: str, reason: str) -> None:
+    def __init__(
+        self, operation: str, region: str, resource: str, reason: str, *, transient: bool = False
+    ) -> None:
         super().__init__(f"{operation} in {region} on {resource} failed: {reason}")
         self.operation = operation
         self.region = region
         self.resource = resource
         self.reason = reason
+        self.transient = transient
+        """AWS was busy or out of reach (throttling, a server error, a connection that failed or
+        timed out): the same call may well succeed later."""

@@ -215,6 +215,36 @@ class Investigations:
         return dropped
 
 
+@dataclass(slots=True)
+class Outage:
+    """Submissions in a row that failed with errors that may pass (the cloud throttled or out
+    of reach): they make the next rounds wait, but are not counted as launches that failed
+    (`LaunchBook.submit_failed`) until they have lasted long.
+
+    Example:
+        >>> outage = Outage()
+        >>> outage.failed(now=3.0); outage.failed(now=10.0)
+        >>> outage.failures, outage.seconds
+        (2, 7.0)
+    """
+
+    failures: int = 0
+    first: float = 0.0
+    latest: float = 0.0
+
+    def failed(self, now: float) -> None:
+        """One more submission failed."""
+        if not self.failures:
+            self.first = now
+        self.failures += 1
+        self.latest = now
+
+    @property
+    def seconds(self) -> float:
+        """From the first failure in the row to the latest."""
+        return self.latest - self.first
+
+
 class LaunchBook:
     """The launches of one controller, from order to the end of their last worker.
 
@@ -271,8 +301,8 @@ class LaunchBook:
             return [Terminate(handle)]
         return [Terminate(handle, tuple(i for i in range(record.count) if i not in spared))]
 
-    def submit_failed(self, launch: str) -> None:
-        """The launcher could not submit a launch: no worker of it will come."""
+    def submit_failed(self, launch: str, counted: bool = True) -> None:
+        """No worker of a launch will come: its submission failed (`counted` unless it may pass)."""
         record = self.records.get(launch)
         if record is None:
             return
@@ -282,7 +312,7 @@ class LaunchBook:
             record.abandoned = True
             return
         del self.records[launch]
-        if not record.failure_counted:
+        if counted and not record.failure_counted:
             record.failure_counted = True
             self.failures_in_row += 1
 

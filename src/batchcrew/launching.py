@@ -14,11 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from batchcrew.autoscale import Counts, Policy, plan_launches, seconds_until_round
+from batchcrew.errors import AWSError
 from batchcrew.launchers.base import Launcher, LaunchHandle, LaunchRequest, WorkerKey, WorkerStatus
 from batchcrew.launches import (
     DeadButConnected,
     Decision,
     LaunchBook,
+    Outage,
     Terminate,
     Verdict,
     WorkerFailed,
@@ -34,7 +36,9 @@ SECONDS_WORKER_TIMEOUT = 60.0
 
 LAUNCH_FAILURES_MAX = 3
 """Launches in a row that may fail with no worker connected before queued tasks resolve with
-an error instead of waiting for a worker that cannot start."""
+an error instead of waiting for a worker that cannot start. Submissions that fail with errors
+that may pass (AWS throttling, server errors, an endpoint out of reach) do not count: they are
+retried with the same back-off for up to `seconds_launch`."""
 
 
 class Owner(Protocol):
@@ -82,6 +86,7 @@ class Launching:
         self.controller_id = controller_id
         self.owner = owner
         self.book = LaunchBook(settings.seconds_launch, launcher.watch_connected)
+        self.outage = Outage()
         self.policy = Policy(settings.workers, settings.seconds_interval, launcher.launch_size_max)
         self.submissions: dict[str, concurrent.futures.Future[LaunchHandle]] = {}
         self.last_error = ""
@@ -108,7 +113,8 @@ class Launching:
         if self.closing:
             return
         now = self.now
-        wait = seconds_until_round(self.policy, self._last_round, self.book.failures_in_row, now)
+        failures = self.book.failures_in_row + self.outage.failures
+        wait = seconds_until_round(self.policy, self._last_round, failures, now)
         if wait > 0:
             if not self._round_scheduled:
                 self._round_scheduled = True
@@ -161,8 +167,12 @@ class Launching:
         error = future.exception()
         if error is not None:
             self._failed(f"launch {launch} failed: {error}", "launch", None, error)
-            self.book.submit_failed(launch)
+            transient = isinstance(error, AWSError) and error.transient
+            if transient:
+                self.outage.failed(self.now)
+            self.book.submit_failed(launch, counted=not transient)
         else:
+            self.outage = Outage()
             self._decide(self.book.submitted(launch, future.result()))
         self._give_up_if_hopeless()
         self.scale()
@@ -250,6 +260,12 @@ class Launching:
             self.owner.give_up(
                 f"no worker could start: {failures} launches in a row failed; "
                 f"last: {self.last_error}"
+            )
+        outage = self.outage.seconds
+        if outage >= self.settings.seconds_launch:
+            self.owner.give_up(
+                f"no worker could start: launches failed for {outage:.0f} s, longer than "
+                f"seconds_launch={self.settings.seconds_launch:g}; last: {self.last_error}"
             )
 
     def _when_done(

@@ -7,17 +7,19 @@ exits. It knows nothing of tasks beyond asking the dispatcher to cancel them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import importlib
 import logging
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from batchcrew.errors import BatchcrewError, TerminatedError
-from batchcrew.launchers.base import Launcher
+from batchcrew.launchers.base import Launcher, LaunchHandle
 from batchcrew.settings import Settings
 from batchcrew.taskbook import TaskBook
 
@@ -28,6 +30,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("batchcrew.lifecycle")
 
 T = TypeVar("T")
+
+SECONDS_END_LAUNCHES = 60.0
+"""How long `terminate()` waits, in all, for its launches to be ended (submissions still under
+way included) once its workers have been told to leave."""
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 class Lifecycle:
@@ -102,30 +112,103 @@ class Lifecycle:
         self.tasks.close()
         if not started or runtime is None or dispatcher is None:
             return
+        running: list[LaunchHandle] = []
+
+        async def shutdown() -> None:
+            # The launches whose workers are told to leave are ended all the same: a worker
+            # stuck in code that holds the interpreter cannot leave, and its job would run on.
+            running.extend(dispatcher.launching.book.handles())
+            await dispatcher.shutdown()
+
         try:
-            runtime.run(dispatcher.shutdown(), timeout=30)
+            runtime.run(shutdown(), timeout=30)
         except Exception:  # the rest of the teardown must happen all the same
             logger.exception("controller %s: the orderly shutdown failed", self.settings.name)
         runtime.stop()
-        self._end_launches(dispatcher)
+        self._end_launches(dispatcher, running)
         exit_hook.forget(self)
         logger.info("controller %s terminated", self.settings.name)
 
-    def _end_launches(self, dispatcher: Dispatcher) -> None:
-        """Terminate every launch that may still run, including those whose submission is
-        still under way (each as soon as its handle comes back)."""
+    def _end_launches(self, dispatcher: Dispatcher, running: list[LaunchHandle]) -> None:
+        """Terminate every launch that may still run (`running`: those with workers when the
+        shutdown began), including those whose submission is still under way, waiting
+        `SECONDS_END_LAUNCHES` at most in all: a submission that comes back later is ended
+        then, and calls that do not answer go on in the background (each within its own
+        timeouts, such as `AWSConfig.seconds_timeout`)."""
         launcher = self.launcher
-        handles, submissions = dispatcher.launching.leftovers()
-        for submission in submissions:
-            with contextlib.suppress(Exception):  # a failed submission left nothing to end
-                handles.append(submission.result(timeout=60))
-        endings = [launcher.submit(launcher.terminate, handle) for handle in handles]
-        for handle, ending in zip(handles, endings, strict=True):
-            try:
-                ending.result()
-            except Exception as error:  # noqa: BLE001 (every launch gets its chance)
-                launcher.record_error("terminate", str(error), handle.external_id)
-        launcher.close()
+        deadline = time.monotonic() + SECONDS_END_LAUNCHES
+        leftovers, submissions = dispatcher.launching.leftovers()
+        handles = list(dict.fromkeys([*running, *leftovers]))
+        came, late = concurrent.futures.wait(submissions, timeout=SECONDS_END_LAUNCHES)
+        for submission in came:
+            if not submission.cancelled() and submission.exception() is None:
+                handles.append(submission.result())  # a failed one left nothing to end
+        for submission in late:
+            submission.add_done_callback(self._end_late_launch)
+        endings = self._start_endings(handles)
+        _, unfinished = concurrent.futures.wait(endings, timeout=_left(deadline))
+        for ending, handle in endings.items():
+            if ending in unfinished:
+                launcher.record_error(
+                    "terminate",
+                    f"not ended within {SECONDS_END_LAUNCHES:g} s; the call goes on in the "
+                    "background",
+                    handle.external_id,
+                )
+            elif ending.exception() is not None:  # every launch got its chance
+                launcher.record_error("terminate", str(ending.exception()), handle.external_id)
+        if late:
+            logger.warning(
+                "controller %s: %d launch(es) still being submitted after %g s; each is ended "
+                "as soon as its submission comes back",
+                self.settings.name,
+                len(late),
+                SECONDS_END_LAUNCHES,
+            )
+        launcher.close(seconds=_left(deadline))
+        busy = launcher.calls_under_way()
+        if busy:
+            logger.warning(
+                "controller %s: %d launcher call(s) still under way; they go on in the background",
+                self.settings.name,
+                busy,
+            )
+
+    def _start_endings(
+        self, handles: list[LaunchHandle]
+    ) -> dict[concurrent.futures.Future[None], LaunchHandle]:
+        """Start terminating every launch of `handles`; the futures of the calls."""
+        launcher = self.launcher
+        if launcher.processes is None or not handles:
+            return {launcher.submit(launcher.terminate, handle): handle for handle in handles}
+        # Threads of their own: the launcher's may all be held by calls that do not answer.
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(len(handles), launcher.processes),
+            thread_name_prefix="batchcrew-end",
+        )
+        try:
+            return {pool.submit(launcher.terminate, handle): handle for handle in handles}
+        finally:
+            pool.shutdown(wait=False)
+
+    def _end_late_launch(self, submission: concurrent.futures.Future[LaunchHandle]) -> None:
+        """A launch submitted after `terminate()` stopped waiting for it: end it at once, in
+        the launcher's thread that submitted it."""
+        if submission.cancelled():
+            return
+        error = submission.exception()
+        if error is not None:
+            self.launcher.record_error("launch", f"a launch submitted late failed: {error}")
+            return
+        handle = submission.result()
+        try:
+            self.launcher.terminate(handle)
+        except Exception as error:  # noqa: BLE001 (said where users read launcher errors)
+            self.launcher.record_error("terminate", str(error), handle.external_id)
+        else:
+            logger.info(
+                "controller %s: launch %s, submitted late, ended", self.settings.name, handle.launch
+            )
 
     def call(self, function: Callable[[Dispatcher], T], default: T) -> T:
         """`function(dispatcher)` on the loop, waited for; `default` when not running."""

@@ -290,8 +290,7 @@ class Scheduler:
                 message = (
                     f"the worker crashed {task.crashes} time(s) running this task; last: {reason}"
                 )
-                record = self.departures.find(worker)
-                return [resolution(task, Outcome("crash", error=message), record)]
+                return [resolution(task, Outcome("crash", error=message), departed)]
             if cause in (None, "memory"):
                 task.level = min(task.level + 1, self.limits.levels - 1)
         self.queues.put(task, front=True)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,23 +18,17 @@ import pytest
 
 import batchcrew as bc
 from batchcrew.aws import AWSConfig, Monitor, Options
+from batchcrew.aws.launcher import TERMINATE_REASON
 from batchcrew.localbatch import LocalBatch
 from tests.integration import tasks
-from tests.support.batch_jobs import clients
+from tests.support.batch_jobs import clients, job_options
+from tests.support.faulty_endpoint import Fault, FaultyEndpoint
 from tests.support.polling import wait_until
 from tests.support.processes import alive, memory_cgroups_allowed, wait_until_gone
-from tests.support.slow_endpoint import SlowEndpoint
 
 Make = Callable[..., bc.Controller]
 FINISHED = {"SUCCEEDED", "FAILED"}
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def job_options(local: LocalBatch, **settings: Any) -> Options:
-    """Options for worker jobs that find the tests' task functions, as an image holds your
-    code: the functions travel by reference, so the workers must be able to import them."""
-    environment = {"PYTHONPATH": str(ROOT), **settings.pop("environment", {})}
-    return Options(local.job_definition, local.job_queue, environment=environment, **settings)
 
 
 @pytest.fixture
@@ -210,6 +205,86 @@ def test_killing_the_controller_ends_every_job(local_batch: LocalBatch) -> None:
         controller.wait()
 
 
+SECONDS_IDLE_JOBS_END = 10.0
+"""How soon the jobs of idle workers end once their controller is SIGKILLed: the workers see
+its connections close at once and leave (docs/reliability.md)."""
+
+
+def test_killing_the_controller_ends_every_idle_job(
+    local_batch: LocalBatch, record_property: Callable[[str, object], None]
+) -> None:
+    script = textwrap.dedent(
+        f"""
+        import time
+        import batchcrew as bc
+        from tests.integration import tasks
+        aws = bc.aws.AWSConfig(region="us-east-1", endpoint_url={local_batch.endpoint_url!r})
+        options = bc.aws.Options(
+            {local_batch.job_definition!r}, {local_batch.job_queue!r},
+            environment={{"PYTHONPATH": {str(ROOT)!r}}},
+        )
+        crew = bc.aws.controller(
+            workers=3, options=options, aws=aws, seconds_launch=120, seconds_idle=600
+        )
+        assert crew.map(tasks.sleep_then, [0.5] * 6, range(6)).values() == list(range(6))
+        while (crew.summary()["status"] == "connected").sum() < 3:
+            time.sleep(0.05)
+        print("idle", flush=True)
+        time.sleep(600)
+        """
+    )
+    environment = {**os.environ, **local_batch.environment_variables(), "PYTHONPATH": str(ROOT)}
+    controller = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=environment
+    )
+    try:
+        assert controller.stdout is not None
+        assert controller.stdout.readline().strip() == "idle"
+        jobs = local_batch.job_pids()
+        assert len(jobs) == 3 and alive(jobs.values()) == set(jobs.values())
+        batch, _ = clients(local_batch)
+        controller.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        controller.wait(timeout=10)
+
+        def all_ended() -> bool:
+            described = batch.describe_jobs(jobs=list(jobs))["jobs"]
+            return len(described) == 3 and all(job["status"] in FINISHED for job in described)
+
+        wait_until(all_ended, seconds=SECONDS_IDLE_JOBS_END, every=0.05)
+        record_property("seconds_until_every_job_ended", round(time.monotonic() - killed, 2))
+        wait_until_gone(jobs.values(), seconds=SECONDS_IDLE_JOBS_END)
+        assert monitor_of(local_batch).active().empty
+        described = batch.describe_jobs(jobs=list(jobs))["jobs"]
+        assert {job["status"] for job in described} == {"SUCCEEDED"}  # they left, not killed
+    finally:
+        controller.kill()
+        controller.wait()
+
+
+def test_terminate_ends_the_job_of_a_worker_stuck_in_a_task(
+    local_batch: LocalBatch, make_aws_controller: Make, tmp_path: Path
+) -> None:
+    crew = make_aws_controller(workers=1, seconds_launch=120)
+    record = tmp_path / "children"
+    # The task blocks the signals that stop tasks and sleeps in C code holding the
+    # interpreter: its worker cannot leave when told to.
+    crew.push(tasks.start_children_and_get_stuck, str(record))
+    wait_until(lambda: record.exists() and record.read_text().strip(), seconds=60)
+    ((job_id, pid),) = local_batch.job_pids().items()
+    children = {int(child) for child in record.read_text().split()}
+    crew.terminate()
+    batch, _ = clients(local_batch)
+
+    def ended() -> dict[str, Any] | None:
+        job: dict[str, Any] = batch.describe_jobs(jobs=[job_id])["jobs"][0]
+        return job if job["status"] in FINISHED else None
+
+    job = wait_until(ended, seconds=30)
+    assert job["statusReason"] == TERMINATE_REASON
+    wait_until_gone({pid, *children}, seconds=30)
+
+
 def test_sigterm_ends_every_job_of_the_controller(local_batch: LocalBatch) -> None:
     script = textwrap.dedent(
         f"""
@@ -253,17 +328,18 @@ def test_calls_at_once_or_on_threads_give_the_same_results(
 def test_a_slow_submit_job_does_not_stall_connected_workers(
     local_batch: LocalBatch, make_aws_controller: Make
 ) -> None:
-    with SlowEndpoint(local_batch.endpoint_url, path="/v1/submitjob") as slow:
+    with FaultyEndpoint(local_batch.endpoint_url) as endpoint:
         credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-        aws = AWSConfig(region="us-east-1", endpoint_url=slow.url, credentials=credentials)
+        aws = AWSConfig(region="us-east-1", endpoint_url=endpoint.url, credentials=credentials)
         crew = make_aws_controller(workers=2, aws=aws, processes=4, seconds_launch=120)
         assert crew.push(tasks.square, 3).result(timeout=120).value == 9  # one worker now
-        slow.delay = 60.0
+        endpoint.inject("/v1/submitjob", Fault("hang"))
         # Two tasks for one worker: a second worker is launched, its SubmitJob held back...
         crew.walk(tasks.sleep_then, [1, 1])
-        wait_until(lambda: slow.held == 1, seconds=30)
+        wait_until(lambda: endpoint.held == 1, seconds=30)
         # ...and meanwhile the connected worker runs everything.
         results = crew.map(tasks.square, range(20))
         assert results.values() == [x * x for x in range(20)]
-        assert slow.held == 1
-        slow.delay = 0.0
+        assert endpoint.held == 1
+        endpoint.heal()
+        crew.terminate()  # while its endpoint is there to take the last calls

@@ -1,4 +1,5 @@
-"""Throttling against a real HTTP server on 127.0.0.1: AWSConfig's clients retry and log it.
+"""Throttling and other faults against a real HTTP server on 127.0.0.1: AWSConfig's clients
+retry, log it, and say which failed attempts AWS may have carried out.
 
 The server answers like AWS Batch does when throttled (HTTP 429, TooManyRequestsException) a
 set number of times, then succeeds. botocore's Stubber cannot show this: it skips retries.
@@ -16,9 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from batchcrew.aws.config import AWSConfig
+from batchcrew.aws.config import AWSConfig, failed_attempts
 from batchcrew.aws.monitor import Monitor
 from batchcrew.errors import AWSError
+from tests.support.faulty_endpoint import Fault, FaultyEndpoint
 
 KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -118,3 +120,27 @@ def test_a_client_error_is_not_retried(fake_batch: tuple[str, Script]) -> None:
     with pytest.raises(AWSError, match="ClientException: jobQueue q1 does not exist"):
         Monitor("defn", "q1", aws=aws).running()
     assert len(script.paths) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "problem", "carried_out"),
+    [
+        (Fault("throttle", count=1), "HTTP 429 TooManyRequestsException", False),
+        (Fault("server_error", count=1), "HTTP 500 ServerException", True),
+        (Fault("reset", count=1), "ConnectionClosedError", True),
+    ],
+    ids=["throttled", "server error", "reset"],
+)
+def test_failed_attempts_say_whether_aws_may_have_carried_them_out(
+    fake_batch: tuple[str, Script], fault: Fault, problem: str, carried_out: bool
+) -> None:
+    endpoint_url, script = fake_batch
+    with FaultyEndpoint(endpoint_url) as endpoint:
+        endpoint.inject("/v1/listjobs", fault)
+        aws = AWSConfig(region="us-east-1", endpoint_url=endpoint.url, credentials=KEYS)
+        with failed_attempts() as failed:
+            assert Monitor("defn", "q1", aws=aws).running().empty
+    assert len(failed) == 1 and len(script.paths) == 1  # one failed, the retry served
+    assert failed[0].operation == "ListJobs"
+    assert failed[0].problem.startswith(problem)
+    assert failed[0].carried_out is carried_out

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import operator
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 
 import pytest
 
 import batchcrew as bc
-from batchcrew import protocol
+from batchcrew import autoscale, lifecycle, protocol
+from batchcrew.errors import AWSError
 from batchcrew.launchers.base import LaunchHandle, WorkerStatus
 from batchcrew.messages import Outcome
 from batchcrew.protocol import Kind
@@ -109,6 +111,103 @@ def test_workers_that_never_start_resolve_the_queue_with_the_launchers_reason(
     assert [result.status for result in results] == ["error"] * 5
     assert "CannotPullContainerError: pull access denied" in (results[0].error or "")
     assert "3 launches in a row failed" in (results[0].error or "")
+
+
+class Throttled(RecordingLauncher):
+    """A launcher whose submissions fail as AWS fails them when it throttles, `failures` times
+    (None: always)."""
+
+    def __init__(self, failures: int | None) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0
+
+    def launch(self, request: bc.LaunchRequest) -> LaunchHandle:
+        self.attempts += 1
+        if self.failures is None or self.attempts <= self.failures:
+            raise AWSError(
+                "SubmitJob",
+                "us-east-1",
+                "job queue q1",
+                "TooManyRequestsException: slow down",
+                transient=True,
+            )
+        return super().launch(request)
+
+
+def test_submissions_that_fail_for_a_while_are_retried_not_given_up(
+    make_controller: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(autoscale, "SECONDS_BACKOFF_MAX", 0.05)
+    launcher = Throttled(failures=5)
+    crew = make_controller(launcher, workers=1, seconds_interval=0.01, seconds_launch=30)
+    task = crew.push(tasks.square, 2)
+    wait_until(lambda: launcher.requests, seconds=10)  # the sixth submission went through
+    assert launcher.attempts == 6
+    assert not task.done()  # still waiting for its worker, not given up after 3 failures
+    failed = [error.message for error in launcher.errors() if error.operation == "launch"]
+    assert len(failed) == 5 and all("TooManyRequestsException" in text for text in failed)
+    task.cancel()
+
+
+def test_submissions_failing_longer_than_seconds_launch_give_the_queue_up(
+    make_controller: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(autoscale, "SECONDS_BACKOFF_MAX", 0.05)
+    launcher = Throttled(failures=None)
+    crew = make_controller(launcher, workers=1, seconds_interval=0.01, seconds_launch=0.5)
+    result = crew.push(tasks.square, 2).result(timeout=10)
+    assert result.status == "error"
+    assert "longer than seconds_launch=0.5" in (result.error or "")
+    assert "TooManyRequestsException: slow down" in (result.error or "")
+    assert launcher.attempts > 3
+
+
+class Unanswered(RecordingLauncher):
+    """A launcher whose terminations do not return until the test lets them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def terminate(self, handle: LaunchHandle, indices: Sequence[int] | None = None) -> None:
+        self.release.wait(30)
+        super().terminate(handle, indices)
+
+
+def test_terminate_waits_a_bounded_time_for_a_launcher_that_does_not_answer(
+    make_controller: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "SECONDS_END_LAUNCHES", 0.5)
+    launcher = Unanswered()
+    crew = make_controller(launcher, workers=1)
+    crew.push(tasks.square, 2)
+    first = wait_until(lambda: launcher.requests and launcher.requests[0])
+    wait_until(lambda: crew._life.call(lambda d: list(d.launching.book.handles()), []))
+    started = time.monotonic()
+    crew.terminate()
+    assert time.monotonic() - started < 0.5 + 2.0
+    (unended,) = [error for error in launcher.errors() if error.operation == "terminate"]
+    assert unended.job == f"job-{first.launch}" and "not ended within 0.5 s" in unended.message
+    launcher.release.set()  # the call goes on in the background, and ends the launch
+    wait_until(lambda: launcher.terminated == [(first.launch, None)], seconds=5)
+
+
+def test_a_submission_still_under_way_at_terminate_is_ended_when_it_returns(
+    make_controller: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "SECONDS_END_LAUNCHES", 0.5)
+    launcher = SlowLauncher()
+    crew = make_controller(launcher, workers=1)
+    crew.push(tasks.square, 2)
+    wait_until(lambda: launcher.calls_under_way() == 1)  # the submission waits
+    started = time.monotonic()
+    crew.terminate()
+    assert time.monotonic() - started < 0.5 + 2.0
+    assert launcher.terminated == []
+    launcher.release.set()
+    wait_until(lambda: launcher.terminated, seconds=5)
+    assert launcher.terminated == [(launcher.requests[0].launch, None)]
 
 
 def test_a_synchronous_launcher_raises_its_error_at_once(make_controller: Make) -> None:

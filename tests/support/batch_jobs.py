@@ -6,14 +6,24 @@ loopback endpoint with fake keys.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import boto3
 
+from batchcrew.aws import Options
 from batchcrew.localbatch import LocalBatch
 from tests.support.polling import wait_until
 
 FINISHED = ("SUCCEEDED", "FAILED")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def job_options(local: LocalBatch, **settings: Any) -> Options:
+    """Options for worker jobs that find the tests' task functions, as an image holds your
+    code: the functions travel by reference, so the workers must be able to import them."""
+    environment = {"PYTHONPATH": str(ROOT), **settings.pop("environment", {})}
+    return Options(local.job_definition, local.job_queue, environment=environment, **settings)
 
 
 def clients(local: LocalBatch) -> tuple[Any, Any]:

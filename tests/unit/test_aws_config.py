@@ -99,6 +99,9 @@ def test_an_unknown_profile_is_named(no_aws_settings: Path) -> None:
         ({"endpoint_url": "localhost:5000"}, ValueError, "endpoint_url must start with http"),
         ({"max_attempts": 0}, ValueError, "max_attempts must be at least 1"),
         ({"max_attempts": True}, TypeError, "max_attempts must be an int"),
+        ({"seconds_timeout": 0}, ValueError, "seconds_timeout must be positive and finite"),
+        ({"seconds_timeout": float("inf")}, ValueError, "seconds_timeout must be positive"),
+        ({"seconds_timeout": "5"}, TypeError, "seconds_timeout must be a number"),
         ({"credentials": {"aws_access_key_id": "a"}}, ValueError, "aws_secret_access_key"),
         ({"credentials": {**KEYS, "token": "t"}}, ValueError, "unknown keys"),
         ({"credentials": {**KEYS, "aws_session_token": ""}}, ValueError, "non-empty"),
@@ -136,6 +139,15 @@ def test_clients_are_cached_configured_and_shared_between_threads() -> None:
     assert batch.meta.region_name == "eu-central-1"
     assert batch.meta.endpoint_url == "http://127.0.0.1:9"
     assert batch.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 4}
+    assert (batch.meta.config.connect_timeout, batch.meta.config.read_timeout) == (60.0, 60.0)
+
+
+def test_one_attempt_waits_seconds_timeout_to_connect_and_to_read() -> None:
+    config = AWSConfig(region="us-east-1", seconds_timeout=2.5)
+    batch = config.client("batch")
+    assert config.seconds_timeout == 2.5
+    assert (batch.meta.config.connect_timeout, batch.meta.config.read_timeout) == (2.5, 2.5)
+    assert repr(config).endswith("max_attempts=10, seconds_timeout=2.5)")
 
 
 def test_the_configuration_is_read_only() -> None:
@@ -177,6 +189,29 @@ def test_a_client_error_names_operation_region_and_resource() -> None:
     assert error_code(error) == "ClientException"
 
 
+@pytest.mark.parametrize(
+    ("status", "code", "transient"),
+    [
+        (429, "TooManyRequestsException", True),
+        (400, "ThrottlingException", True),
+        (500, "ServerException", True),
+        (503, "ServiceUnavailable", True),
+        (400, "ClientException", False),
+        (403, "AccessDeniedException", False),
+    ],
+)
+def test_errors_that_may_pass_are_transient(status: int, code: str, transient: bool) -> None:
+    config = AWSConfig(region="us-east-1", credentials=KEYS, max_attempts=1)
+    batch = config.client("batch")
+    with Stubber(batch) as stubber:
+        stubber.add_client_error(
+            "list_jobs", service_error_code=code, service_message="no", http_status_code=status
+        )
+        with pytest.raises(AWSError) as caught:
+            config.call("ListJobs", "job queue q", batch.list_jobs, jobQueue="q")
+    assert caught.value.transient is transient
+
+
 def test_missing_credentials_get_a_hint() -> None:
     config = AWSConfig(region="us-east-1")
 
@@ -194,8 +229,20 @@ def test_connection_failures_become_aws_errors() -> None:
     def unreachable() -> None:
         raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/v1/listjobs")
 
-    with pytest.raises(AWSError, match=r"ListJobs in us-east-1 on job queue q failed: Endpoint"):
+    with pytest.raises(
+        AWSError, match=r"ListJobs in us-east-1 on job queue q failed: Endpoint"
+    ) as caught:
         config.call("ListJobs", "job queue q", unreachable)
+    assert caught.value.transient  # an endpoint out of reach may come back
+
+
+def test_a_missing_credential_is_not_transient() -> None:
+    def no_keys() -> None:
+        raise NoCredentialsError()
+
+    with pytest.raises(AWSError) as caught:
+        AWSConfig(region="us-east-1").call("ListJobs", "job queue q", no_keys)
+    assert not caught.value.transient
 
 
 def test_call_passes_arguments_and_returns_the_result() -> None:
@@ -248,7 +295,7 @@ def test_the_endpoint_shown_is_the_one_botocore_uses(
     aws = AWSConfig(region="us-east-1")
     assert repr(aws) == (
         "AWSConfig(region='us-east-1', profile=None, endpoint_url='http://127.0.0.1:5002', "
-        "logs_endpoint_url='http://127.0.0.1:5001', max_attempts=10)"
+        "logs_endpoint_url='http://127.0.0.1:5001', max_attempts=10, seconds_timeout=60.0)"
     )
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5009")  # changed afterwards
     assert aws.client("batch").meta.endpoint_url == "http://127.0.0.1:5002"

@@ -21,6 +21,7 @@ from batchcrew.launches import (
     Decision,
     LaunchBook,
     LaunchRecord,
+    Outage,
     Terminate,
     Verdict,
     WorkerFailed,
@@ -329,6 +330,21 @@ def test_submit_failed_forgets_the_launch_and_counts_a_failed_launch() -> None:
     book.submit_failed("nope")
     book.submit_failed(second.id)  # twice
     assert book.failures_in_row == 2
+
+
+def test_a_submission_failure_that_may_pass_is_not_counted_as_a_failed_launch() -> None:
+    book = LaunchBook(SECONDS_LAUNCH)
+    first = book.order(level=0, count=2, now=0.0)
+    book.submit_failed(first.id, counted=False)
+    assert (book.records, book.pending(), book.failures_in_row) == ({}, 0, 0)
+
+
+def test_an_outage_counts_failures_and_lasts_from_the_first_to_the_latest() -> None:
+    outage = Outage()
+    assert (outage.failures, outage.seconds) == (0, 0.0)
+    for now in (5.0, 6.5, 9.0):
+        outage.failed(now)
+    assert (outage.failures, outage.seconds) == (3, 4.0)
 
 
 def test_failures_in_row_count_launches_not_workers() -> None:

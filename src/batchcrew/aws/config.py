@@ -6,19 +6,30 @@ Owns region/profile/endpoint resolution and the one helper that turns botocore f
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 import boto3
 import botocore.config
 import botocore.session
 from botocore.configprovider import ConfiguredEndpointProvider
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    ProfileNotFound,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from batchcrew.errors import AWSError
 
@@ -27,7 +38,7 @@ if TYPE_CHECKING:
     from mypy_boto3_batch.client import BatchClient
     from mypy_boto3_logs.client import CloudWatchLogsClient
 
-__all__ = ["AWSConfig", "error_code"]
+__all__ = ["AWSConfig", "FailedAttempt", "error_code", "failed_attempts"]
 
 logger = logging.getLogger("batchcrew.aws.config")
 
@@ -39,6 +50,32 @@ _REQUIRED_CREDENTIAL_KEYS = CREDENTIAL_KEYS[:2]
 _REGION_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
 _LAST_ERROR_KEY = "batchcrew_last_error"
 _SERVICES_SHOWN = ("batch", "logs")
+_THROTTLING_CODES = frozenset(
+    {"TooManyRequestsException", "ThrottlingException", "Throttling", "RequestLimitExceeded"}
+)
+_watching = threading.local()
+"""The lists `failed_attempts()` fills in each thread."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """One attempt of an AWS call that failed: the operation, what went wrong, and whether AWS
+    may have carried the call out all the same (a server error, a connection cut after the
+    request went out, an answer that never came), as opposed to refusing it (throttling, a
+    client error) or never receiving it (no connection).
+
+    Example:
+        >>> FailedAttempt("SubmitJob", "HTTP 429 TooManyRequestsException", False).carried_out
+        False
+    """
+
+    operation: str
+    problem: str
+    carried_out: bool
+    """AWS may have carried the call out: a retry may do it a second time."""
+
+    def __str__(self) -> str:
+        return f"{self.operation}: {self.problem}"
 
 
 class AWSConfig:
@@ -52,8 +89,11 @@ class AWSConfig:
     `AWS_ENDPOINT_URL` or the AWS config file, else AWS's own. Credentials follow boto3's usual
     chain unless `credentials` gives them explicitly (handy for a local test server). Every client
     retries throttling (HTTP 429 `TooManyRequestsException`) and server errors in botocore's
-    adaptive mode, up to `max_attempts` attempts in total. Clients are created once per
-    service and shared; `client()` is safe to call from many threads.
+    adaptive mode, up to `max_attempts` attempts in total; one attempt waits at most
+    `seconds_timeout` to connect, then as long again for each part of the answer, so a call to
+    an endpoint that does not answer ends after about `max_attempts * seconds_timeout` seconds
+    (plus the back-off between attempts). Clients are created once per service and shared;
+    `client()` is safe to call from many threads.
 
     Example:
         >>> aws = AWSConfig(
@@ -63,7 +103,7 @@ class AWSConfig:
         ... )
         >>> aws
         AWSConfig(region='us-east-1', profile=None, endpoint_url='http://127.0.0.1:5000', \
-max_attempts=10)
+max_attempts=10, seconds_timeout=60.0)
         >>> batch = aws.client("batch")  # the same object on every call
     """
 
@@ -76,6 +116,7 @@ max_attempts=10)
         "_max_attempts",
         "_profile",
         "_region",
+        "_seconds_timeout",
         "_session",
     )
 
@@ -87,6 +128,7 @@ max_attempts=10)
         max_attempts: int = 10,
         *,
         credentials: Mapping[str, str] | None = None,
+        seconds_timeout: float = 60.0,
     ) -> None:
         _check_optional_string("region", region)
         _check_optional_string("profile", profile)
@@ -99,6 +141,12 @@ max_attempts=10)
             raise TypeError(f"max_attempts must be an int, not {type(max_attempts).__name__}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+        if isinstance(seconds_timeout, bool) or not isinstance(seconds_timeout, int | float):
+            raise TypeError(
+                f"seconds_timeout must be a number, not {type(seconds_timeout).__name__}"
+            )
+        if not 0 < seconds_timeout < float("inf"):
+            raise ValueError(f"seconds_timeout must be positive and finite, not {seconds_timeout}")
         keys = _check_credentials(credentials)
 
         core = botocore.session.Session(profile=profile)
@@ -126,10 +174,13 @@ max_attempts=10)
         self._endpoint_url = endpoint_url
         self._endpoints: dict[str, str | None] = endpoints
         self._max_attempts = max_attempts
+        self._seconds_timeout = float(seconds_timeout)
         self._session = boto3.session.Session(botocore_session=core, region_name=resolved, **keys)
         self._botocore_config = botocore.config.Config(
             region_name=resolved,
             retries={"mode": "adaptive", "total_max_attempts": max_attempts},
+            connect_timeout=self._seconds_timeout,
+            read_timeout=self._seconds_timeout,
         )
         self._clients: dict[str, BaseClient] = {}
         self._lock = threading.Lock()
@@ -190,6 +241,16 @@ max_attempts=10)
         """
         return self._max_attempts
 
+    @property
+    def seconds_timeout(self) -> float:
+        """How long one attempt waits to connect, and then for each part of the answer.
+
+        Example:
+            >>> AWSConfig(region="eu-west-1", seconds_timeout=10).seconds_timeout
+            10.0
+        """
+        return self._seconds_timeout
+
     def __setattr__(self, name: str, value: object) -> None:
         if hasattr(self, "_lock"):
             raise AttributeError(f"AWSConfig is read-only; make a new one to change {name!r}")
@@ -200,7 +261,8 @@ max_attempts=10)
         elsewhere = "" if logs == batch else f", logs_endpoint_url={logs!r}"
         return (
             f"AWSConfig(region={self._region!r}, profile={self._profile!r}, "
-            f"endpoint_url={batch!r}{elsewhere}, max_attempts={self._max_attempts})"
+            f"endpoint_url={batch!r}{elsewhere}, max_attempts={self._max_attempts}, "
+            f"seconds_timeout={self._seconds_timeout})"
         )
 
     @overload
@@ -238,7 +300,7 @@ max_attempts=10)
                     "the AWS credentials",
                     str(error),
                 ) from error
-            self._watch_retries(created)
+            _watch_retries(created, self._region, self._max_attempts)
             self._clients[service_name] = created
             return created
 
@@ -272,7 +334,11 @@ ClientException: Job queue q does not exist
             details = error.response.get("Error", {})
             code = details.get("Code") or "ClientError"
             message = details.get("Message") or str(error)
-            raise AWSError(operation, self._region, resource, f"{code}: {message}") from error
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            transient = status == 429 or status >= 500 or code in _THROTTLING_CODES
+            raise AWSError(
+                operation, self._region, resource, f"{code}: {message}", transient=transient
+            ) from error
         except NoCredentialsError as error:
             reason = (
                 f"{error} (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
@@ -281,43 +347,86 @@ ClientException: Job queue q does not exist
             raise AWSError(operation, self._region, resource, reason) from error
         except BotoCoreError as error:
             reason = f"{type(error).__name__}: {error}"
-            raise AWSError(operation, self._region, resource, reason) from error
+            transient = isinstance(error, BotoConnectionError | HTTPClientError)
+            raise AWSError(
+                operation, self._region, resource, reason, transient=transient
+            ) from error
 
-    def _watch_retries(self, client: BaseClient) -> None:
-        """Log every retry botocore makes, with the error that caused it."""
-        service = client.meta.service_model.service_id.hyphenize()
-        region = self._region
 
-        def remember_error(
-            response: tuple[Any, Mapping[str, Any]] | None,
-            caught_exception: BaseException | None,
-            request_dict: dict[str, Any],
-            **_: Any,
-        ) -> None:
-            if caught_exception is not None:
-                problem = f"{type(caught_exception).__name__}: {caught_exception}"
-            elif response is not None and response[0].status_code >= 400:
-                code = response[1].get("Error", {}).get("Code", "")
-                problem = f"HTTP {response[0].status_code} {code}".rstrip()
-            else:
-                return
-            request_dict["context"][_LAST_ERROR_KEY] = problem
+@contextlib.contextmanager
+def failed_attempts() -> Iterator[list[FailedAttempt]]:
+    """Collect the failed attempts of the calls this thread makes in the block: those
+    botocore retried, and the last one of a call that failed.
 
-        def log_retry(request: Any, operation_name: str, **_: Any) -> None:
-            retries = request.context.get("retries", {})
-            attempt = retries.get("attempt", 1)
-            if attempt > 1:
-                logger.info(
-                    "retrying %s in %s (attempt %d of %s) after %s",
-                    operation_name,
-                    region,
-                    attempt,
-                    retries.get("max", self._max_attempts),
-                    request.context.get(_LAST_ERROR_KEY, "an error"),
-                )
+    Example:
+        >>> aws = AWSConfig(region="us-east-1", endpoint_url="http://127.0.0.1:1",
+        ...                 max_attempts=2, credentials={"aws_access_key_id": "k",
+        ...                                              "aws_secret_access_key": "s"})
+        >>> with failed_attempts() as failed:
+        ...     try:
+        ...         aws.call("ListJobs", "job queue q", aws.client("batch").list_jobs,
+        ...                  jobQueue="q")
+        ...     except AWSError as error:
+        ...         error.transient
+        True
+        >>> [(attempt.operation, attempt.carried_out) for attempt in failed]
+        [('ListJobs', False), ('ListJobs', False)]
+    """
+    failed: list[FailedAttempt] = []
+    stack: list[list[FailedAttempt]] | None = getattr(_watching, "lists", None)
+    if stack is None:
+        stack = _watching.lists = []
+    stack.append(failed)
+    try:
+        yield failed
+    finally:
+        stack.remove(failed)
 
-        client.meta.events.register(f"needs-retry.{service}", remember_error)
-        client.meta.events.register(f"request-created.{service}", log_retry)
+
+def _watch_retries(client: BaseClient, region: str, max_attempts: int) -> None:
+    """Log every retry botocore makes, with the error that caused it."""
+    service = client.meta.service_model.service_id.hyphenize()
+
+    def remember_error(
+        response: tuple[Any, Mapping[str, Any]] | None,
+        caught_exception: BaseException | None,
+        request_dict: dict[str, Any],
+        operation: Any = None,
+        **_: Any,
+    ) -> None:
+        if caught_exception is not None:
+            problem = f"{type(caught_exception).__name__}: {caught_exception}"
+            # Refused connections and connect timeouts never delivered the request.
+            carried_out = not isinstance(
+                caught_exception, EndpointConnectionError | ConnectTimeoutError
+            )
+        elif response is not None and response[0].status_code >= 400:
+            code = response[1].get("Error", {}).get("Code", "")
+            problem = f"HTTP {response[0].status_code} {code}".rstrip()
+            # AWS carried out nothing it answered with a throttle or a client error.
+            carried_out = response[0].status_code >= 500 and code not in _THROTTLING_CODES
+        else:
+            return
+        request_dict["context"][_LAST_ERROR_KEY] = problem
+        name = getattr(operation, "name", None) or "an AWS call"
+        for failed in getattr(_watching, "lists", ()):
+            failed.append(FailedAttempt(name, problem, carried_out))
+
+    def log_retry(request: Any, operation_name: str, **_: Any) -> None:
+        retries = request.context.get("retries", {})
+        attempt = retries.get("attempt", 1)
+        if attempt > 1:
+            logger.info(
+                "retrying %s in %s (attempt %d of %s) after %s",
+                operation_name,
+                region,
+                attempt,
+                retries.get("max", max_attempts),
+                request.context.get(_LAST_ERROR_KEY, "an error"),
+            )
+
+    client.meta.events.register(f"needs-retry.{service}", remember_error)
+    client.meta.events.register(f"request-created.{service}", log_retry)
 
 
 def error_code(error: AWSError) -> str | None:

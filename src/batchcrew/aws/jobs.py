@@ -1,9 +1,9 @@
 """The AWS Batch jobs gateway: submit, describe and end jobs, for people and launchers alike.
 
 Owns the SubmitJob request (and AWS's limit on container overrides), DescribeJobs in chunks of
-100 ids, and CancelJob with TerminateJob. Every call goes through `AWSConfig.call`, so every
-failure is an `AWSError` naming the operation, the region and the jobs. It returns plain values:
-no pandas, and nothing about workers or launches.
+100 ids, finding jobs by name, and CancelJob with TerminateJob. Every call goes through
+`AWSConfig.call`, so every failure is an `AWSError` naming the operation, the region and the
+jobs. It returns plain values: no pandas, and nothing about workers or launches.
 """
 
 from __future__ import annotations
@@ -257,6 +257,33 @@ class Jobs:
             for job in response.get("jobs", []):
                 found[job["jobId"]] = dict(job)
         return found
+
+    def named(self, name: str, job_queue: str) -> list[dict[str, Any]]:
+        """Every job called `name` on `job_queue`, in any state (ListJobs' summaries; array
+        children are not listed apart from their parent).
+
+        Example:
+            >>> [job["jobId"] for job in jobs.named("hello", "queue")]  # doctest: +SKIP
+            ['6f1c...']
+        """
+        name = check_job_name(name)
+        batch = self._aws.client("batch")
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            request: dict[str, Any] = {
+                "jobQueue": job_queue,
+                "filters": [{"name": "JOB_NAME", "values": [name]}],
+            }
+            if token:
+                request["nextToken"] = token
+            page = self._aws.call("ListJobs", f"job queue {job_queue}", batch.list_jobs, **request)
+            found += [
+                dict(job) for job in page.get("jobSummaryList", []) if job.get("jobName") == name
+            ]
+            token = page.get("nextToken")
+            if not token:
+                return found
 
     def end(
         self,

@@ -2,8 +2,9 @@
 
 Owns what a launch sends to AWS (job name, tags, the worker's command and environment, the
 level's resources), reading workers' states with DescribeJobs across launches, AWS's verdict
-on why a worker ended, and ending jobs. It decides nothing about how many workers to run, and
-the controller never waits on its AWS calls from its event loop (they go through `submit`).
+on why a worker ended, ending jobs, and the copies of a launch that a retried SubmitJob made.
+It decides nothing about how many workers to run, and the controller never waits on its AWS
+calls from its event loop (they go through `submit`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import logging
 import re
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from batchcrew.aws.config import AWSConfig
-from batchcrew.aws.jobs import ARRAY_SIZE_MAX, Jobs
+from batchcrew.aws.config import AWSConfig, FailedAttempt, failed_attempts
+from batchcrew.aws.copies import Copies, summary
+from batchcrew.aws.jobs import ARRAY_SIZE_MAX, Jobs, SubmittedJob
 from batchcrew.aws.options import TAG_VALUE_CHARACTERS, TAGS_SET_BY_BATCHCREW, Options
 from batchcrew.aws.validation import check_int
+from batchcrew.errors import AWSError
 from batchcrew.launchers.base import (
     Cause,
     Launcher,
@@ -33,6 +36,8 @@ from batchcrew.network import own_address
 __all__ = ["BatchLaunch", "BatchLauncher", "job_name", "worker_status"]
 
 logger = logging.getLogger("batchcrew.aws.launcher")
+
+T = TypeVar("T")
 
 PHASES: dict[str, Phase] = {
     "SUBMITTED": "queued",
@@ -121,6 +126,7 @@ class BatchLauncher(Launcher):
         super().__init__(processes)
         self._options = options
         self._jobs = Jobs(aws)
+        self._copies = Copies(self._jobs, options.job_queue, self.record_error, TERMINATE_REASON)
 
     @property
     def options(self) -> Options:
@@ -173,14 +179,24 @@ class BatchLauncher(Launcher):
         tags = {TAGS_SET_BY_BATCHCREW[0]: _tag_value(request.name)}
         if request.controller:
             tags[TAGS_SET_BY_BATCHCREW[1]] = _tag_value(request.controller)
+        name = job_name(request.name, request.launch)
         submission = self._options.submission(
-            job_name(request.name, request.launch),
-            request.environment,
-            level=request.level,
-            array_size=request.count,
-            tags=tags,
+            name, request.environment, level=request.level, array_size=request.count, tags=tags
         )
-        submitted = self._jobs.submit(submission)
+        submitted: SubmittedJob | None = None
+        error: AWSError | None = None
+        with failed_attempts() as failed:
+            try:
+                submitted = self._jobs.submit(submission)
+            except AWSError as caught:
+                error = caught
+        if any(attempt.carried_out for attempt in failed):
+            # AWS may have made the job more than once, or once although the call failed.
+            submitted = self._copies.reconciled(request.launch, name, submitted, failed, error)
+        elif error is not None or submitted is None:
+            raise error or AssertionError("SubmitJob answered nothing")
+        elif failed:
+            self._record_retries("SubmitJob", f"launch {request.launch}", submitted.job_id, failed)
         logger.info(
             "launch %s: job %s (%s) for %d worker(s) with %s",
             request.launch,
@@ -209,7 +225,7 @@ class BatchLauncher(Launcher):
                 keys[launch.job_id(index)] = (launch.launch, index)
         if not keys:
             return {}
-        found = self._jobs.describe(list(keys))
+        found = self._retried("DescribeJobs", "a poll", None, self._jobs.describe, list(keys))
         return {keys[job_id]: worker_status(job) for job_id, job in found.items() if job_id in keys}
 
     def terminate(self, handle: LaunchHandle, indices: Sequence[int] | None = None) -> None:
@@ -226,11 +242,54 @@ class BatchLauncher(Launcher):
         launch = _batch_launch(handle)
         every = set(range(launch.count))
         chosen = every if indices is None else set(indices)
-        if chosen == every:
-            self._jobs.end([launch.external_id], TERMINATE_REASON)
-        elif chosen:
+        if chosen == every:  # with the copies a retried SubmitJob made, if any
+            targets = [launch.external_id, *self._copies.active(launch.launch)]
+        else:
             targets = [launch.job_id(index) for index in sorted(chosen)]
-            self._jobs.end(targets, TERMINATE_REASON)
+        if targets:
+            self._retried(
+                "CancelJob/TerminateJob",
+                f"launch {launch.launch}",
+                launch.external_id,
+                self._jobs.end,
+                list(dict.fromkeys(targets)),
+                TERMINATE_REASON,
+            )
+
+    def close(self, seconds: float | None = None) -> None:
+        """End the copies still known of launches (a retried SubmitJob that AWS carried out
+        more than once), then wait for calls under way and release the threads.
+
+        Example:
+            >>> launcher.close(seconds=10.0)  # doctest: +SKIP
+        """
+        if self._copies:
+            self.submit(self._copies.end_all)
+        super().close(seconds)
+
+    def _retried(
+        self,
+        operation: str,
+        what: str,
+        job: str | None,
+        call: Callable[..., T],
+        *args: Any,
+    ) -> T:
+        """`call(*args)`, and a record in `errors()` of the attempts botocore retried."""
+        with failed_attempts() as failed:
+            result = call(*args)
+        if failed:
+            self._record_retries(operation, what, job, failed)
+        return result
+
+    def _record_retries(
+        self, operation: str, what: str, job: str | None, failed: Sequence[FailedAttempt]
+    ) -> None:
+        self.record_error(
+            operation,
+            f"{what} succeeded after {len(failed)} retried attempt(s): {summary(failed)}",
+            job,
+        )
 
 
 def job_name(controller: str, launch: str) -> str:

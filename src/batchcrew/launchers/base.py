@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 logger = logging.getLogger("batchcrew.launchers")
 
@@ -180,6 +180,7 @@ class Launcher(abc.ABC):
         self.processes = processes
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._under_way: set[concurrent.futures.Future[Any]] = set()
         self._errors: deque[ErrorRecord] = deque(maxlen=ERRORS_KEPT)
         self._errors_lock = threading.Lock()
 
@@ -245,14 +246,36 @@ class Launcher(abc.ABC):
                 self._pool = concurrent.futures.ThreadPoolExecutor(
                     max_workers=self.processes, thread_name_prefix="batchcrew-launcher"
                 )
-            return self._pool.submit(call, *args)
+            future = self._pool.submit(call, *args)
+            self._under_way.add(future)
+        future.add_done_callback(self._call_done)
+        return future
 
-    def close(self) -> None:
-        """Wait for calls under way, then release the threads (the controller calls it last)."""
+    def _call_done(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._pool_lock:
+            self._under_way.discard(future)
+
+    def close(self, seconds: float | None = None) -> None:
+        """Wait for calls under way (at most `seconds`; None: however long they take), then
+        release the threads (the controller calls it last). Calls still running after
+        `seconds` (a cloud that does not answer) finish in the background."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
+            under_way = list(self._under_way)
         if pool is not None:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=seconds is None)
+            concurrent.futures.wait(under_way, timeout=seconds)
+
+    def calls_under_way(self) -> int:
+        """How many calls `submit` started have not finished.
+
+        Example:
+            >>> from batchcrew.launchers.local import LocalLauncher
+            >>> LocalLauncher().calls_under_way()
+            0
+        """
+        with self._pool_lock:
+            return len(self._under_way)
 
     def record_error(self, operation: str, message: str, job: str | None = None) -> None:
         """Keep an error for `errors()` and log it.
