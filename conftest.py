@@ -23,8 +23,12 @@ from tests.support.processes import group_members, process_alive, wait_until_gon
 from batchcrew.localbatch import LocalBatch
 
 EXAMPLES_ON_LOCAL_BATCH = (
+    "batchcrew.aws.batch_controller.",
     "batchcrew.aws.config.",
+    "batchcrew.aws.copies.",
     "batchcrew.aws.definition.",
+    "batchcrew.aws.jobs.",
+    "batchcrew.aws.launcher.",
     "batchcrew.aws.listing.",
     "batchcrew.aws.logs.",
     "batchcrew.aws.monitor.",

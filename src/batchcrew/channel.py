@@ -27,8 +27,16 @@ class Channel:
     """A connected, optionally TLS-protected stream of frames.
 
     Example:
-        >>> channel = Channel.connect("127.0.0.1", 5000, None, 5.0)  # doctest: +SKIP
-        >>> channel.send(protocol.encode(protocol.Kind.HEARTBEAT, {}))  # doctest: +SKIP
+        A worker's channel is `Channel.connect(host, port, fingerprint, seconds)`; here, the
+        two ends of a socket pair, without TLS:
+
+        >>> this_end, other_end = socket.socketpair()
+        >>> channel, peer = Channel(this_end), Channel(other_end)
+        >>> channel.send(protocol.encode(protocol.Kind.HEARTBEAT, {}))
+        >>> [frame.kind.name for frame in peer.receive()]
+        ['HEARTBEAT']
+        >>> channel.close(), peer.close()
+        (None, None)
     """
 
     def __init__(

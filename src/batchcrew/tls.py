@@ -87,7 +87,14 @@ class TLS:
         """Use a certificate and private key from PEM files (e.g. signed by your CA).
 
         Example:
-            >>> TLS.custom("controller.pem", "controller.key")  # doctest: +SKIP
+            >>> import pathlib, tempfile
+            >>> pair = TLS.automatic()  # here, the files your CA signed
+            >>> folder = pathlib.Path(tempfile.mkdtemp())
+            >>> _ = (folder / "controller.pem").write_bytes(pair.certificate_pem)
+            >>> _ = (folder / "controller.key").write_bytes(pair.key_pem)
+            >>> tls = TLS.custom(folder / "controller.pem", folder / "controller.key")
+            >>> tls.fingerprint() == pair.fingerprint()
+            True
         """
         certificate_path, key_path = Path(certfile), Path(keyfile)
         for argument, path in (("certfile", certificate_path), ("keyfile", key_path)):

@@ -570,8 +570,10 @@ def run(settings: WorkerSettings) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m batchcrew.worker`: settings come from the environment.
 
-    Example:
+    Example (not run as a test: it dials the controller that the BATCHCREW_* variables name
+    and works until told to leave, and it sets up the process's logging):
         >>> main([])  # doctest: +SKIP
+        0
     """
     argparse.ArgumentParser(
         prog="batchcrew worker",

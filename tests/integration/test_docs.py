@@ -9,6 +9,7 @@ counted, so that they stay few.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,3 +120,27 @@ def test_a_block_marked_not_run_is_found_with_its_reason(tmp_path: Path) -> None
 
 def test_the_readme_and_the_guides_have_python_that_runs() -> None:
     assert {document.name for document in DOCUMENTS} >= {"README.md", "aws.md", "local-batch.md"}
+
+
+SKIPPED_EXAMPLES_MAX = 5
+"""The most docstring examples that may be marked to skip (entry points that serve until
+stopped, or that would change the test process)."""
+SKIPPED_LINE = re.compile(r">>> .*# doctest: \+SKIP")
+
+
+def test_few_docstring_examples_are_skipped_and_each_says_why() -> None:
+    skipped: list[tuple[str, str]] = []
+    for path in sorted((ROOT / "src" / "batchcrew").rglob("*.py")):
+        for docstring in _docstrings(path):
+            if SKIPPED_LINE.search(docstring):
+                example = docstring[docstring.find("Example") :]
+                skipped.append((path.name, example.partition("\n")[0]))
+    assert len(skipped) <= SKIPPED_EXAMPLES_MAX, skipped
+    for name, heading in skipped:
+        assert "(not run as a test:" in heading, f"{name}: {heading!r} gives no reason"
+
+
+def _docstrings(path: Path) -> list[str]:
+    documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    nodes = [node for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, documented)]
+    return [text for text in (ast.get_docstring(node, clean=False) for node in nodes) if text]

@@ -48,13 +48,18 @@ def controller(
     one). A launch that has not connected after `seconds_launch` is written off and ended; the
     other arguments are `batchcrew.Controller`'s.
 
-    Example:
+    Example (on a local Batch, `local`; on AWS, your own job definition and queue, and
+    `aws=bc.aws.AWSConfig(region=...)` or none):
+
         >>> import batchcrew as bc
-        >>> crew = bc.aws.controller(  # doctest: +SKIP
-        ...     name="my_workflow", workers=16, tasks_max=2, seconds_launch=600, seconds_idle=60,
-        ...     options=bc.aws.Options("defn", "queue", cpus=2, memory=[4, 8, 16]),
+        >>> options = bc.aws.Options(
+        ...     local.job_definition, local.job_queue, cpus=1, memory=[1, 2], memory_units="GiB"
         ... )
-        >>> with crew:  # doctest: +SKIP
+        >>> crew = bc.aws.controller(
+        ...     name="my_workflow", workers=2, tasks_max=2, seconds_launch=600, seconds_idle=60,
+        ...     options=options, aws=local.aws_config(),
+        ... )
+        >>> with crew:
         ...     crew.map(pow, [2, 3], [10, 2]).values()
         [1024, 9]
     """

@@ -39,10 +39,24 @@ Record = Callable[[str, str, str | None], None]
 class Copies:
     """The copies of launches made by `jobs` on `job_queue`, for one launcher.
 
-    Example:
-        >>> copies = Copies(jobs, "queue", launcher.record_error, "ended")  # doctest: +SKIP
-        >>> copies.reconciled("a1b2", "batchcrew-crew-a1b2", answered, failed)  # doctest: +SKIP
-        SubmittedJob(job_id='6f1c...', name='batchcrew-crew-a1b2', arn='arn:aws:batch:...')
+    Example (on a local Batch, `local`): a SubmitJob whose answer was lost, then retried,
+    made two jobs under the launch's name; the one AWS answered with is the launch's.
+
+        >>> from batchcrew.aws.jobs import Submission
+        >>> jobs = Jobs(local.aws_config())
+        >>> launch = Submission("batchcrew-copies-a1b2", local.job_queue, local.job_definition,
+        ...                     ["sleep", "60"])
+        >>> lost, answered = jobs.submit(launch), jobs.submit(launch)
+        >>> errors = []
+        >>> copies = Copies(jobs, local.job_queue, lambda *error: errors.append(error), "a copy")
+        >>> timeout = FailedAttempt("SubmitJob", "read timeout", carried_out=True)
+        >>> copies.reconciled("a1b2", launch.name, answered, [timeout]) == answered
+        True
+        >>> len(copies), errors[0][0]  # remembered, so that the launch's end ends every copy
+        (1, 'SubmitJob')
+        >>> answered.job_id in copies.active("a1b2")  # the launch's jobs still running
+        True
+        >>> _ = jobs.end([lost.job_id, answered.job_id], reason="example over")
     """
 
     def __init__(self, jobs: Jobs, job_queue: str, record: Record, reason: str) -> None:

@@ -197,12 +197,17 @@ class Jobs:
     """Submit, describe and end AWS Batch jobs, one boto3 client shared through `aws`.
 
     Example:
-        >>> jobs = Jobs(AWSConfig(region="us-east-1"))
-        >>> hello = Submission("hello", "queue", "defn", ["echo", "hi"])
-        >>> job = jobs.submit(hello)  # doctest: +SKIP
-        >>> jobs.describe([job.job_id])[job.job_id]["status"]  # doctest: +SKIP
-        'RUNNABLE'
-        >>> jobs.end([job.job_id], reason="no longer needed")  # doctest: +SKIP
+        Against a local Batch (`local`; on AWS, `AWSConfig(region=...)` and your own queue
+        and job definition):
+
+        >>> jobs = Jobs(local.aws_config())
+        >>> hello = Submission("hello", local.job_queue, local.job_definition, ["sleep", "60"])
+        >>> job = jobs.submit(hello)
+        >>> jobs.describe([job.job_id])[job.job_id]["status"] in {
+        ...     "SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"}
+        True
+        >>> jobs.end([job.job_id], reason="no longer needed") == [job.job_id]
+        True
     """
 
     def __init__(self, aws: AWSConfig | None = None) -> None:
@@ -217,8 +222,9 @@ class Jobs:
         """Make one SubmitJob call; an `AWSError` names the definition and the queue.
 
         Example:
-            >>> jobs.submit(Submission("hello", "queue", "defn", ["true"]))  # doctest: +SKIP
-            SubmittedJob(job_id='6f1c...', name='hello', arn='arn:aws:batch:...')
+            >>> jobs = Jobs(local.aws_config())
+            >>> jobs.submit(Submission("hi", local.job_queue, local.job_definition, ["true"]))
+            SubmittedJob(job_id='...', name='hi', arn='arn:aws:batch:...')
         """
         request = submission.request()
         batch = self._aws.client("batch")
@@ -243,8 +249,11 @@ class Jobs:
         An id AWS does not know (a typo, another region, a job aged out) is left out.
 
         Example:
-            >>> jobs.describe(["6f1c...", "0b7a...:3"])  # doctest: +SKIP
-            {'6f1c...': {'jobId': '6f1c...', 'status': 'RUNNING', ...}, ...}
+            >>> jobs = Jobs(local.aws_config())
+            >>> job = jobs.submit(Submission("hi", local.job_queue, local.job_definition, ["true"]))
+            >>> described = jobs.describe([job.job_id, "no-such-job"])
+            >>> list(described) == [job.job_id], described[job.job_id]["jobName"]
+            (True, 'hi')
         """
         ids = check_job_ids(job_ids, argument="job_ids")
         batch = self._aws.client("batch")
@@ -263,8 +272,11 @@ class Jobs:
         children are not listed apart from their parent).
 
         Example:
-            >>> [job["jobId"] for job in jobs.named("hello", "queue")]  # doctest: +SKIP
-            ['6f1c...']
+            >>> jobs = Jobs(local.aws_config())
+            >>> once = Submission("once", local.job_queue, local.job_definition, ["true"])
+            >>> job = jobs.submit(once)
+            >>> job.job_id in [found["jobId"] for found in jobs.named("once", local.job_queue)]
+            True
         """
         name = check_job_name(name)
         batch = self._aws.client("batch")
@@ -298,8 +310,13 @@ class Jobs:
         total)` is called after each job. Returns the ids acted on.
 
         Example:
-            >>> jobs.end(["6f1c...", "0b7a...:3"], reason="done")  # doctest: +SKIP
-            ['6f1c...', '0b7a...:3']
+            >>> jobs = Jobs(local.aws_config())
+            >>> pair = Submission("pair", local.job_queue, local.job_definition, ["sleep", "60"],
+            ...                   array_size=2)
+            >>> job = jobs.submit(pair)
+            >>> jobs.end([f"{job.job_id}:1", job.job_id], reason="done") == [
+            ...     f"{job.job_id}:1", job.job_id]
+            True
         """
         targets = check_job_ids(job_ids, argument="job_ids")
         reason = check_reason(reason)

@@ -147,8 +147,10 @@ class BatchLauncher(Launcher):
         """What a worker of `level` gets, such as '8 GiB memory, 2 vCPUs'.
 
         Example:
-            >>> launcher.describe_level(0)  # doctest: +SKIP
-            '4 GiB memory'
+            >>> options = Options("defn", "queue", memory=[4, 8], memory_units="GiB", cpus=2)
+            >>> launcher = BatchLauncher(options, aws=AWSConfig(region="us-east-1"))
+            >>> launcher.describe_level(0)
+            '4 GiB memory, 2 vCPUs'
         """
         return self._options.describe_level(level)
 
@@ -170,8 +172,14 @@ class BatchLauncher(Launcher):
         """Submit one job for `request.count` workers of `request.level` (an array for 2+).
 
         Example:
-            >>> launcher.launch(LaunchRequest("a1b2", 4, 0, environment, "crew"))  # doctest: +SKIP
-            BatchLaunch(launch='a1b2', count=4, external_id='6f1c...', ...)
+            On a local Batch (`local`), with no controller to dial (the workers give up):
+
+            >>> options = Options(local.job_definition, local.job_queue)
+            >>> launcher = BatchLauncher(options, aws=local.aws_config(), processes=None)
+            >>> launch = launcher.launch(LaunchRequest("a1b2", 4, 0, {}, "crew"))
+            >>> launch.count, launch.job_name, launch.job_id(3) == f"{launch.external_id}:3"
+            (4, 'batchcrew-crew-a1b2', True)
+            >>> launcher.terminate(launch)
         """
         if not isinstance(request, LaunchRequest):
             raise TypeError(f"request must be a LaunchRequest, not {type(request).__name__}")
@@ -215,8 +223,14 @@ class BatchLauncher(Launcher):
         A worker AWS does not know (any more) is left out.
 
         Example:
-            >>> launcher.poll({launch: [0, 1, 2]})  # doctest: +SKIP
-            {('a1b2', 0): WorkerStatus(phase='running', ...), ...}
+            >>> options = Options(local.job_definition, local.job_queue)
+            >>> launcher = BatchLauncher(options, aws=local.aws_config(), processes=None)
+            >>> launch = launcher.launch(LaunchRequest("c3d4", 3, 0, {}, "crew"))
+            >>> found = launcher.poll({launch: [0, 2]})
+            >>> sorted(found), {status.phase for status in found.values()} <= {
+            ...     "queued", "starting", "running", "ended"}
+            ([('c3d4', 0), ('c3d4', 2)], True)
+            >>> launcher.terminate(launch)
         """
         keys: dict[str, WorkerKey] = {}
         for handle, indices in workers.items():
@@ -236,8 +250,11 @@ class BatchLauncher(Launcher):
         ids.
 
         Example:
-            >>> launcher.terminate(launch)  # doctest: +SKIP
-            >>> launcher.terminate(launch, [3])  # doctest: +SKIP
+            >>> options = Options(local.job_definition, local.job_queue)
+            >>> launcher = BatchLauncher(options, aws=local.aws_config(), processes=None)
+            >>> launch = launcher.launch(LaunchRequest("e5f6", 4, 0, {}, "crew"))
+            >>> launcher.terminate(launch, [3])  # one child
+            >>> launcher.terminate(launch)  # the rest
         """
         launch = _batch_launch(handle)
         every = set(range(launch.count))
@@ -261,7 +278,11 @@ class BatchLauncher(Launcher):
         more than once), then wait for calls under way and release the threads.
 
         Example:
-            >>> launcher.close(seconds=10.0)  # doctest: +SKIP
+            >>> aws = AWSConfig(region="us-east-1")
+            >>> launcher = BatchLauncher(Options("defn", "queue"), aws=aws)
+            >>> launcher.close(seconds=10.0)
+            >>> launcher.calls_under_way()
+            0
         """
         if self._copies:
             self.submit(self._copies.end_all)
