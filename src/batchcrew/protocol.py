@@ -317,8 +317,10 @@ class FrameParser:
     """Turn a byte stream into frames, checking each prefix before its body arrives.
 
     Sans-I/O: feed it whatever bytes came in, get back the frames they complete. A large frame
-    is received into a buffer of its own size, made once its prefix is read, and its body is a
-    view of that buffer: the bytes are copied once, as they arrive, never again.
+    is received into a buffer of its own, made once its prefix is read, and its body is a view
+    of that buffer: the bytes are copied as they arrive, and again only past `LARGE_FRAME_RESERVED`
+    when the buffer grows. The length a prefix announces is never reserved up front, so a peer
+    cannot make the parser hold more than twice what it has actually sent (or that reserve).
 
     Example:
         >>> parser = FrameParser(body_bytes_max=0)
@@ -392,28 +394,36 @@ class FrameParser:
 LARGE_FRAME_BYTES = 1 << 16
 """A frame this long is received into a buffer of its own."""
 
+LARGE_FRAME_RESERVED = 1 << 24
+"""The most a large frame's buffer holds before its bytes arrive; past it, the buffer grows."""
+
 
 class _LargeFrame:
-    """A large frame being received: a buffer of its whole size, filled as bytes arrive."""
+    """A large frame being received: a buffer of (up to) its size, filled as bytes arrive."""
 
-    __slots__ = ("buffer", "filled", "header_length", "kind")
+    __slots__ = ("buffer", "filled", "header_length", "kind", "size")
 
     def __init__(self, kind: Kind, header_length: int, start: memoryview) -> None:
-        body_length = PREFIX.unpack_from(start)[2]
+        body_length: int = PREFIX.unpack_from(start)[2]
         self.kind = kind
         self.header_length = header_length
-        self.buffer = bytearray(PREFIX.size + header_length + body_length)
+        self.size: int = PREFIX.size + header_length + body_length
+        self.buffer = bytearray(max(len(start), min(self.size, LARGE_FRAME_RESERVED)))
         self.filled = len(start)
         self.buffer[: self.filled] = start
 
     @property
     def complete(self) -> bool:
-        return self.filled == len(self.buffer)
+        return self.filled == self.size
 
     def fill(self, data: bytes | memoryview) -> int:
         """Take what of `data` belongs to this frame; return how many bytes that was."""
-        taken = min(len(data), len(self.buffer) - self.filled)
-        self.buffer[self.filled : self.filled + taken] = memoryview(data)[:taken]
+        taken = min(len(data), self.size - self.filled)
+        end = self.filled + taken
+        held = len(self.buffer)
+        if end > held:  # grow by doubling, never past the frame's size
+            self.buffer += bytes(min(self.size, max(end, 2 * held)) - held)
+        self.buffer[self.filled : end] = memoryview(data)[:taken]
         self.filled += taken
         return taken
 

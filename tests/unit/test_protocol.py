@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -153,6 +154,30 @@ def test_any_bytes_cut_anywhere_give_the_same_frames_or_a_protocol_error(
     assert whole == one_by_one[: len(whole)] and cut == one_by_one[: len(cut)]
     if not refused:
         assert whole == cut == one_by_one
+
+
+def test_a_prefix_announcing_gigabytes_reserves_no_more_than_the_reserve() -> None:
+    parser = FrameParser(protocol.BODY_BYTES_MAX)
+    tracemalloc.start()
+    try:
+        parser.feed(protocol.PREFIX.pack(Kind.TASK, 0, protocol.BODY_BYTES_MAX) + b"x" * 1000)
+        held = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert parser.buffered == protocol.PREFIX.size + 1000
+    assert held < 2 * protocol.LARGE_FRAME_RESERVED < protocol.BODY_BYTES_MAX // 16
+
+
+def test_a_frame_longer_than_the_reserve_arrives_whole_in_any_pieces() -> None:
+    body = bytes(range(256)) * (3 * protocol.LARGE_FRAME_RESERVED // 256 + 7)
+    data = protocol.encode(Kind.TASK, {"name": "big"}, body) + protocol.encode(Kind.HEARTBEAT, {})
+    parser = FrameParser(protocol.BODY_BYTES_MAX)
+    frames: list[Frame] = []
+    for start in range(0, len(data), 1_000_003):
+        frames += parser.feed(data[start : start + 1_000_003])
+    assert [frame.kind for frame in frames] == [Kind.TASK, Kind.HEARTBEAT]
+    assert frames[0].header == {"name": "big"} and frames[0].body == body
+    assert parser.buffered == 0
 
 
 @settings(max_examples=200, deadline=2_000)
