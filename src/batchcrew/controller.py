@@ -270,6 +270,11 @@ class Controller(TaskMethods):
     def _cancel_soon(self, name: str) -> None:
         self._life.post(lambda dispatcher: dispatcher.cancel([name]))
 
+    def _caught_up(self) -> None:
+        """Return once the loop has taken every task pushed so far: those idle workers took
+        are started (as a standard pool's idle workers take theirs at once)."""
+        self._life.call(lambda dispatcher: None, None)
+
     def _exiting(self) -> bool:
         return exit_hook.exiting
 

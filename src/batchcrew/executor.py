@@ -79,16 +79,22 @@ class TaskFuture(concurrent.futures.Future[Any]):
     def __init__(self, cancel_task: Callable[[str], object]) -> None:
         super().__init__()
         self._cancel_task = cancel_task
+        self._cancelling = threading.RLock()
+        """Held from a pending future's cancel to its waiters being told (or it starting)."""
         self.name: str | None = None
 
     def cancel(self) -> bool:
-        """Cancel the task if it has not started; True if it was cancelled."""
-        if not super().cancel():
-            return False
-        # The standard pools' own threads do this when they next look; here it is done at
-        # once, so `wait()` and `as_completed()` see the future done now.
-        self.set_running_or_notify_cancel()
-        if self.name is not None:
+        """Cancel the task if it has not started; True if it is cancelled (again: as often
+        as it is asked, from any thread, as with the standard pools' futures)."""
+        with self._cancelling:
+            pending = not (self.running() or self.done())
+            if not super().cancel():
+                return False
+            if pending:
+                # The standard pools' own threads do this when they next look; here it is done
+                # at once, so `wait()` and `as_completed()` see the future done now.
+                self.set_running_or_notify_cancel()
+        if pending and self.name is not None:
             self._cancel_task(self.name)
         return True
 
@@ -108,8 +114,9 @@ class TaskFuture(concurrent.futures.Future[Any]):
 
     def started(self) -> None:
         """The task went to a worker: from now on it cannot be cancelled (as in any pool)."""
-        if not (self.running() or self.done()):
-            self.set_running_or_notify_cancel()
+        with self._cancelling:
+            if not (self.running() or self.done()):
+                self.set_running_or_notify_cancel()
 
     def settle(self, entry: TaskEntry) -> None:
         """Take the task's final outcome (on the controller's event loop)."""
@@ -189,6 +196,7 @@ class ControllerExecutor(concurrent.futures.Executor):
             self._shutdown = True
             futures = list(self._futures)
         if cancel_futures:
+            self._controller._caught_up()
             for future in futures:
                 future.cancel()
         if wait:

@@ -5,6 +5,7 @@ initializers, and workers' output on the controller's terminal."""
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import subprocess
 import sys
 import textwrap
@@ -83,6 +84,31 @@ def test_a_cancelled_future_is_done_at_once(make_controller: Make) -> None:
         crew.cancel()
 
 
+def test_a_future_cancelled_again_and_again_stays_cancelled_and_troubles_no_one(
+    make_controller: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    crew = make_controller(workers=1)
+    with crew.executor() as pool:
+        blocker = pool.submit(tasks.sleep_then, 30)
+        wait_until(blocker.running)
+        queued = [pool.submit(tasks.square, x) for x in range(20)]
+        cancelling = [threading.Thread(target=f.cancel) for f in queued for _ in range(3)]
+        for thread in cancelling:
+            thread.start()
+        for thread in cancelling:
+            thread.join()
+        # Each is cancelled, or running on the worker (prefetched before the cancels came).
+        states = [(f.cancel(), f.cancelled(), f.running()) for f in queued]
+        assert all(
+            said == cancelled and (cancelled or running) for said, cancelled, running in states
+        )
+        assert sum(cancelled for _, cancelled, _ in states) >= 10
+        assert not blocker.cancel()
+        crew.cancel()
+        wait_until(blocker.done)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
 def test_shutdown_cancelling_fifty_queued_futures_returns(make_controller: Make) -> None:
     crew = make_controller(workers=1)
     pool = crew.executor()
@@ -101,6 +127,19 @@ def test_shutdown_cancelling_fifty_queued_futures_returns(make_controller: Make)
     assert sum(future.cancelled() for future in queued) >= len(queued) - 1
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(tasks.square, 1)
+
+
+def test_shutdown_cancelling_lets_the_tasks_idle_workers_took_finish(make_controller: Make) -> None:
+    crew = make_controller(workers=2, seconds_idle=60)
+    with crew.executor() as warm:
+        list(warm.map(tasks.sleep_then, [0.3, 0.3]))
+    wait_until(lambda: (crew.summary()["status"] == "connected").sum() == 2)
+    pool = crew.executor()
+    futures = [pool.submit(tasks.sleep_then, 0.2, x) for x in range(20)]
+    pool.shutdown(wait=True, cancel_futures=True)
+    finished = [f for f in futures if not f.cancelled()]
+    assert 2 <= len(finished) <= 10
+    assert [f.result() for f in finished] == [futures.index(f) for f in finished]
 
 
 def blocker_name(crew: bc.Controller) -> str:
