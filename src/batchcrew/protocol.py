@@ -318,9 +318,9 @@ class FrameParser:
 
     Sans-I/O: feed it whatever bytes came in, get back the frames they complete. A large frame
     is received into a buffer of its own, made once its prefix is read, and its body is a view
-    of that buffer: the bytes are copied as they arrive, and again only past `LARGE_FRAME_RESERVED`
-    when the buffer grows. The length a prefix announces is never reserved up front, so a peer
-    cannot make the parser hold more than twice what it has actually sent (or that reserve).
+    of that buffer: the bytes are copied once, as they arrive. The buffer reserves at most
+    `LARGE_FRAME_RESERVED` up front and grows past it only as bytes come, so a prefix that
+    announces gigabytes it never sends cannot make the parser hold them.
 
     Example:
         >>> parser = FrameParser(body_bytes_max=0)
@@ -395,7 +395,7 @@ LARGE_FRAME_BYTES = 1 << 16
 """A frame this long is received into a buffer of its own."""
 
 LARGE_FRAME_RESERVED = 1 << 24
-"""The most a large frame's buffer holds before its bytes arrive; past it, the buffer grows."""
+"""The most a large frame's buffer reserves before its bytes arrive."""
 
 
 class _LargeFrame:
@@ -420,10 +420,10 @@ class _LargeFrame:
         """Take what of `data` belongs to this frame; return how many bytes that was."""
         taken = min(len(data), self.size - self.filled)
         end = self.filled + taken
-        held = len(self.buffer)
-        if end > held:  # grow by doubling, never past the frame's size
-            self.buffer += bytes(min(self.size, max(end, 2 * held)) - held)
-        self.buffer[self.filled : end] = memoryview(data)[:taken]
+        if end <= len(self.buffer):
+            self.buffer[self.filled : end] = memoryview(data)[:taken]
+        else:  # past the reserve: the bytes are appended, the buffer growing as they come
+            self.buffer[self.filled :] = memoryview(data)[:taken]
         self.filled += taken
         return taken
 
