@@ -21,6 +21,7 @@ from batchcrew.protocol import Frame, Kind
 from batchcrew.tls import certificate_matches, client_context
 
 RECEIVE_BYTES = 1 << 18
+"""The most bytes read from the socket (and decrypted) at a time, into buffers made once."""
 
 
 class Channel:
@@ -52,6 +53,10 @@ class Channel:
         self._outgoing = outgoing or ssl.MemoryBIO()
         self._lock = threading.Lock()
         self._parser = protocol.FrameParser(protocol.BODY_BYTES_MAX)
+        # Reads go into these (under the lock) and the parser copies what it keeps, so no read
+        # allocates: a fresh buffer this size would cost a mapping of its own every time.
+        self._received = memoryview(bytearray(RECEIVE_BYTES))
+        self._plain = memoryview(bytearray(RECEIVE_BYTES))
         self._frames: deque[Frame] = deque()
         self.closed = False
         """Closed by this side (`close`)."""
@@ -139,21 +144,21 @@ class Channel:
             # Everything available: an edge-triggered reader gets no second call.
             while not self._ended:
                 try:
-                    data = self.sock.recv(RECEIVE_BYTES, socket.MSG_DONTWAIT)
+                    count = self.sock.recv_into(self._received, RECEIVE_BYTES, socket.MSG_DONTWAIT)
                 except (BlockingIOError, InterruptedError):
                     break
-                if not data:
+                if not count:
                     self._ended = True
                     break
-                frames += self._decode(data)
-                if len(data) < RECEIVE_BYTES:
+                frames += self._decode(self._received[:count])
+                if count < RECEIVE_BYTES:
                     break  # the socket is drained (a new arrival raises a new edge)
             self._frames.extend(frames)
             if self._ended and not frames:  # what came before the end is taken first
                 raise ConnectionError("the controller closed the connection")
             return frames
 
-    def _decode(self, data: bytes) -> list[Frame]:
+    def _decode(self, data: memoryview) -> list[Frame]:
         """Frames completed by bytes from the socket (the lock held)."""
         if self._tls is None:
             return self._parser.feed(data)
@@ -161,15 +166,15 @@ class Channel:
         frames: list[Frame] = []
         while not self._ended:
             try:
-                plain = self._tls.read(RECEIVE_BYTES)
+                count: int = self._tls.read(RECEIVE_BYTES, self._plain)  # type: ignore[assignment]
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
-                plain = b""
-            if not plain:  # close_notify, perhaps in the same read as the last frames
+                count = 0
+            if not count:  # close_notify, perhaps in the same read as the last frames
                 self._ended = True
                 break
-            frames += self._parser.feed(plain)
+            frames += self._parser.feed(self._plain[:count])
         if self._outgoing.pending:  # post-handshake messages the TLS layer answers
             self.sock.sendall(self._outgoing.read())
         return frames

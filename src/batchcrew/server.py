@@ -29,6 +29,9 @@ logger = logging.getLogger("batchcrew.server")
 SECONDS_HELLO = 10.0
 """How long a new connection has to complete TLS and say HELLO."""
 
+RECEIVE_BYTES = 1 << 18
+"""The most bytes read from a socket at a time."""
+
 TLS_READ_BYTES = 1 << 17
 """The most decrypted bytes read at a time from one connection."""
 
@@ -138,6 +141,10 @@ class Server:
         self._refusals = _RefusalLog()
         self.batching = False
         self.dirty: list[_Connection] = []
+        # Every connection reads into these, one at a time on the loop, and its parser copies
+        # what it keeps: no read allocates, and no connection holds a read buffer of its own.
+        self.received = memoryview(bytearray(RECEIVE_BYTES))
+        self.plain = memoryview(bytearray(TLS_READ_BYTES))
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -251,7 +258,7 @@ class Server:
         self._refusals.add(kind, message)
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     """One TCP connection: TLS (through memory buffers, as the worker's channel does), then
     HELLO, then frames as they arrive.
 
@@ -291,16 +298,20 @@ class _Connection(asyncio.Protocol):
         if context is not None:
             self._tls = context.wrap_bio(self._incoming, self._outgoing_tls, server_side=True)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.server.received
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self._counted or self._over:
             return
+        data = self.server.received[:nbytes]
         with self.server.batch():
             if self._tls is None:
                 self._frames_received(data)
             else:
                 self._tls_received(data)
 
-    def _tls_received(self, data: bytes) -> None:
+    def _tls_received(self, data: memoryview) -> None:
         tls = self._tls
         assert tls is not None
         self._incoming.write(data)
@@ -318,9 +329,10 @@ class _Connection(asyncio.Protocol):
                 self.abort()
                 return
             self._secured = True
+        plain = self.server.plain
         while not self._counted:
             try:
-                plain = tls.read(TLS_READ_BYTES)
+                count: int = tls.read(TLS_READ_BYTES, plain)  # type: ignore[assignment]
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:  # the peer's goodbye
@@ -330,12 +342,12 @@ class _Connection(asyncio.Protocol):
                 self._refuse("protocol", f"TLS from {self._peer} failed: {error!r:.200}")
                 self._drop()
                 break
-            if not plain:
+            if not count:
                 break
-            self._frames_received(plain)
+            self._frames_received(plain[:count])
         self._send_tls()  # whatever TLS itself has to say (session tickets, key updates)
 
-    def _frames_received(self, data: bytes) -> None:
+    def _frames_received(self, data: memoryview) -> None:
         try:
             for frame in self.parser.feed(data):
                 if self.worker is None:
