@@ -1,6 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CPYTHON_TESTS := $(VENV)/cpython-tests/.fetched
 
 .PHONY: demo demo-aws test soak lint bench bench-r clean
 
@@ -21,8 +22,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks examples conftest.py
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint $(CPYTHON_TESTS)
 	$(VENV)/bin/pytest -q
+
+# CPython's own concurrent.futures tests, which the executor is run against: Debian's
+# libpython3.X-testsuite, unpacked into the virtual environment (apt-get download needs no
+# root). Where apt-get cannot fetch it, those tests are skipped and say why.
+$(CPYTHON_TESTS): $(STAMP)
+	rm -rf $(VENV)/cpython-tests && mkdir -p $(VENV)/cpython-tests
+	cd $(VENV)/cpython-tests && \
+	version=$$($(abspath $(PY)) -c 'import sys; print("%d.%d" % sys.version_info[:2])') && \
+	{ { apt-get download libpython$$version-testsuite && \
+		dpkg-deb -x libpython$$version-testsuite_*.deb . && rm -f ./*.deb; } >fetch.log 2>&1 || \
+	echo "libpython$$version-testsuite could not be fetched: CPython's executor tests will" \
+		"be skipped (see $(VENV)/cpython-tests/fetch.log)"; }
+	touch $@
 
 soak: $(STAMP)
 	$(VENV)/bin/pytest -q -m soak
