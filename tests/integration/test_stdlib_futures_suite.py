@@ -18,6 +18,7 @@ test_executor.py checks).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import shutil
@@ -110,7 +111,14 @@ def _executor(
     return crew.executor(initializer, initargs)
 
 
+def setup_module() -> None:
+    # Some of these tests collect garbage again and again; what earlier tests of the session
+    # left alive is set aside, so each collection looks only at what these tests make.
+    gc.freeze()
+
+
 def teardown_module() -> None:
+    gc.unfreeze()
     for crew in controllers.values():
         crew.terminate()
     if directory is not None:
