@@ -18,6 +18,7 @@ test_executor.py checks).
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib
 import os
@@ -58,14 +59,17 @@ def _version() -> str:
 
 def _source() -> Path | None:
     """CPython's test_concurrent_futures.py for this interpreter's version, if installed."""
-    import test  # the interpreter's test package (often without most of its tests)
-
     candidates = [
-        Path(test.__file__).parent / "test_concurrent_futures.py",
         Path(sys.prefix) / "cpython-tests" / f"usr/lib/python{_version()}/test"
         "/test_concurrent_futures.py",
         Path(f"/usr/lib/python{_version()}/test/test_concurrent_futures.py"),
     ]
+    try:
+        import test  # the interpreter's test package (often without most of its tests)
+    except ImportError:
+        pass
+    else:
+        candidates.insert(0, Path(test.__file__).parent / "test_concurrent_futures.py")
     return next((path for path in candidates if path.is_file()), None)
 
 
@@ -73,21 +77,17 @@ def _load() -> tuple[ModuleType | None, Path | None, str]:
     """The tests' module (loaded from a temporary directory), that directory, or why not."""
     source = _source()
     if source is None:
-        return (
-            None,
-            None,
-            (
-                f"CPython's test_concurrent_futures.py for Python {_version()} is not installed "
-                f"(Debian: libpython{_version()}-testsuite; `make test` fetches it with apt-get)"
-            ),
-        )
+        package = f"libpython{_version()}-testsuite"
+        why = f"CPython's test_concurrent_futures.py is not installed (Debian: {package}, which "
+        return None, None, why + "`make test` fetches with apt-get download)"
     directory = Path(tempfile.mkdtemp(prefix="cpython-futures-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     shutil.copyfile(source, directory / f"{MODULE}.py")
     sys.path.append(str(directory))
     try:
         return importlib.import_module(MODULE), directory, ""
-    except (ImportError, unittest.SkipTest) as error:
-        return None, directory, f"CPython's tests could not be loaded: {error!r}"
+    except Exception as error:  # noqa: BLE001 (a module that cannot load here is a skip, saying why)
+        return None, directory, f"CPython's tests could not be loaded here: {error!r}"
 
 
 cpython, directory, why_not = _load()
@@ -124,7 +124,6 @@ def teardown_module() -> None:
     if directory is not None:
         sys.path.remove(str(directory))
         sys.modules.pop(MODULE, None)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 if cpython is None:
