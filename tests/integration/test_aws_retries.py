@@ -144,3 +144,16 @@ def test_failed_attempts_say_whether_aws_may_have_carried_them_out(
     assert failed[0].operation == "ListJobs"
     assert failed[0].problem.startswith(problem)
     assert failed[0].carried_out is carried_out
+
+
+def test_failed_attempts_go_to_the_block_they_happen_in_when_blocks_nest() -> None:
+    aws = AWSConfig(
+        region="us-east-1", endpoint_url="http://127.0.0.1:1", max_attempts=1, credentials=KEYS
+    )
+    batch = aws.client("batch")
+    with failed_attempts() as outer:
+        with failed_attempts() as inner:
+            pass  # nothing failed in here
+        with pytest.raises(AWSError):
+            aws.call("ListJobs", "job queue q", batch.list_jobs, jobQueue="q")
+    assert inner == [] and [attempt.operation for attempt in outer] == ["ListJobs"]

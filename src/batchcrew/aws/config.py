@@ -380,7 +380,7 @@ def failed_attempts() -> Iterator[list[FailedAttempt]]:
     try:
         yield failed
     finally:
-        stack.remove(failed)
+        stack.pop()  # this block's list: blocks in one thread end in the reverse order
 
 
 def _watch_retries(client: BaseClient, region: str, max_attempts: int) -> None:
