@@ -20,9 +20,6 @@ from batchcrew.errors import CertificateMismatch
 from batchcrew.protocol import Frame, Kind
 from batchcrew.tls import certificate_matches, client_context
 
-RECEIVE_BYTES = 1 << 18
-"""The most bytes read from the socket (and decrypted) at a time, into buffers made once."""
-
 
 class Channel:
     """A connected, optionally TLS-protected stream of frames.
@@ -53,10 +50,9 @@ class Channel:
         self._outgoing = outgoing or ssl.MemoryBIO()
         self._lock = threading.Lock()
         self._parser = protocol.FrameParser(protocol.BODY_BYTES_MAX)
-        # Reads go into these (under the lock) and the parser copies what it keeps, so no read
-        # allocates: a fresh buffer this size would cost a mapping of its own every time.
-        self._received = memoryview(bytearray(RECEIVE_BYTES))
-        self._plain = memoryview(bytearray(RECEIVE_BYTES))
+        # Reads go into these (under the lock) and the parser copies what it keeps.
+        self._received = memoryview(bytearray(protocol.READ_BYTES))
+        self._plain = memoryview(bytearray(protocol.READ_BYTES))
         self._frames: deque[Frame] = deque()
         self.closed = False
         """Closed by this side (`close`)."""
@@ -82,7 +78,7 @@ class Channel:
                 except ssl.SSLWantReadError:
                     if outgoing.pending:
                         sock.sendall(outgoing.read())
-                    data = sock.recv(RECEIVE_BYTES)
+                    data = sock.recv(protocol.READ_BYTES)
                     if not data:
                         raise ConnectionError(
                             "the controller closed the connection during TLS"
@@ -144,14 +140,14 @@ class Channel:
             # Everything available: an edge-triggered reader gets no second call.
             while not self._ended:
                 try:
-                    count = self.sock.recv_into(self._received, RECEIVE_BYTES, socket.MSG_DONTWAIT)
+                    count = self.sock.recv_into(self._received, flags=socket.MSG_DONTWAIT)
                 except (BlockingIOError, InterruptedError):
                     break
                 if not count:
                     self._ended = True
                     break
                 frames += self._decode(self._received[:count])
-                if count < RECEIVE_BYTES:
+                if count < protocol.READ_BYTES:
                     break  # the socket is drained (a new arrival raises a new edge)
             self._frames.extend(frames)
             if self._ended and not frames:  # what came before the end is taken first
@@ -166,7 +162,7 @@ class Channel:
         frames: list[Frame] = []
         while not self._ended:
             try:
-                count: int = self._tls.read(RECEIVE_BYTES, self._plain)  # type: ignore[assignment]
+                count: int = self._tls.read(protocol.READ_BYTES, self._plain)  # type: ignore[assignment]
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:

@@ -35,6 +35,9 @@ PREFIX = struct.Struct("!BII")
 HEADER_BYTES_MAX = 1 << 16
 HELLO_BYTES_MAX = 4096
 BODY_BYTES_MAX = 1 << 31
+READ_BYTES = 1 << 18
+"""The most bytes either side reads from a socket, or decrypts, at a time: into buffers it
+made once, since a fresh buffer this large costs a memory mapping of its own every time."""
 SECONDS_HEARTBEAT = 5.0
 """Each side sends a HEARTBEAT this often, so the other knows it is alive."""
 FUNCTIONS_CACHED = 64

@@ -29,12 +29,6 @@ logger = logging.getLogger("batchcrew.server")
 SECONDS_HELLO = 10.0
 """How long a new connection has to complete TLS and say HELLO."""
 
-RECEIVE_BYTES = 1 << 18
-"""The most bytes read from a socket at a time."""
-
-TLS_READ_BYTES = 1 << 17
-"""The most decrypted bytes read at a time from one connection."""
-
 LARGE_BYTES = 1 << 16
 """A frame piece this long is encrypted on its own rather than joined to its neighbours."""
 
@@ -142,9 +136,9 @@ class Server:
         self.batching = False
         self.dirty: list[_Connection] = []
         # Every connection reads into these, one at a time on the loop, and its parser copies
-        # what it keeps: no read allocates, and no connection holds a read buffer of its own.
-        self.received = memoryview(bytearray(RECEIVE_BYTES))
-        self.plain = memoryview(bytearray(TLS_READ_BYTES))
+        # what it keeps: no connection holds a read buffer of its own.
+        self.received = memoryview(bytearray(protocol.READ_BYTES))
+        self.plain = memoryview(bytearray(protocol.READ_BYTES))
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -332,7 +326,7 @@ class _Connection(asyncio.BufferedProtocol):
         plain = self.server.plain
         while not self._counted:
             try:
-                count: int = tls.read(TLS_READ_BYTES, plain)  # type: ignore[assignment]
+                count: int = tls.read(protocol.READ_BYTES, plain)  # type: ignore[assignment]
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:  # the peer's goodbye

@@ -168,6 +168,26 @@ def test_a_prefix_announcing_gigabytes_reserves_no_more_than_the_reserve() -> No
     assert held < 2 * protocol.LARGE_FRAME_RESERVED < protocol.BODY_BYTES_MAX // 16
 
 
+@pytest.mark.parametrize("body_bytes", [10, protocol.LARGE_FRAME_BYTES * 3], ids=["small", "large"])
+def test_frames_keep_nothing_of_the_buffer_they_were_read_from(body_bytes: int) -> None:
+    # Both sides read every connection into one buffer and overwrite it at the next read.
+    data = protocol.encode(Kind.TASK, {"name": "t"}, b"b" * body_bytes)
+    data += protocol.encode(Kind.HEARTBEAT, {})
+    reused = bytearray(1000)
+    parser = FrameParser(protocol.BODY_BYTES_MAX)
+    frames: list[Frame] = []
+    for start in range(0, len(data), len(reused)):
+        piece = data[start : start + len(reused)]
+        reused[: len(piece)] = piece
+        frames += parser.feed(memoryview(reused)[: len(piece)])
+        reused[:] = b"x" * len(reused)  # the next read's bytes
+    assert [(frame.kind, frame.header) for frame in frames] == [
+        (Kind.TASK, {"name": "t"}),
+        (Kind.HEARTBEAT, {}),
+    ]
+    assert bytes(frames[0].body) == b"b" * body_bytes
+
+
 def test_a_frame_longer_than_the_reserve_arrives_whole_in_any_pieces() -> None:
     body = bytes(range(256)) * (3 * protocol.LARGE_FRAME_RESERVED // 256 + 7)
     data = protocol.encode(Kind.TASK, {"name": "big"}, body) + protocol.encode(Kind.HEARTBEAT, {})
