@@ -139,7 +139,7 @@ class Lifecycle:
         deadline = time.monotonic() + SECONDS_END_LAUNCHES
         leftovers, submissions = dispatcher.launching.leftovers()
         handles = list(dict.fromkeys([*running, *leftovers]))
-        came, late = concurrent.futures.wait(submissions, timeout=SECONDS_END_LAUNCHES)
+        came, late = concurrent.futures.wait(submissions, timeout=_left(deadline))
         for submission in came:
             if not submission.cancelled() and submission.exception() is None:
                 handles.append(submission.result())  # a failed one left nothing to end

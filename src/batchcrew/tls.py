@@ -95,6 +95,7 @@ class TLS:
             >>> tls = TLS.custom(folder / "controller.pem", folder / "controller.key")
             >>> tls.fingerprint() == pair.fingerprint()
             True
+            >>> import shutil; shutil.rmtree(folder)
         """
         certificate_path, key_path = Path(certfile), Path(keyfile)
         for argument, path in (("certfile", certificate_path), ("keyfile", key_path)):
